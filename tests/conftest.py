@@ -1,0 +1,29 @@
+"""Test setup: CPU with four fake devices, strict rank promotion, shared paths."""
+
+import os
+import pathlib
+
+os.environ["JAX_PLATFORMS"] = "cpu"
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "")
+    + " --xla_force_host_platform_device_count=4"
+)
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> pathlib.Path:
+  """../shared beside the checkout (LLP CSVs, UnAV JSON, golden metrics)."""
+  if not SHARED.is_dir():
+    raise FileNotFoundError(
+        f"{SHARED} not found: the tests read the real LLP/UnAV annotations and"
+        " golden metrics from ../shared beside the repository checkout."
+    )
+  return SHARED

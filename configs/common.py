@@ -1,0 +1,53 @@
+"""Shared config pieces: the base every stage starts from, tiny/small variants."""
+
+from __future__ import annotations
+
+from ml_collections import config_dict
+
+from ear_jax import config_lib
+
+parse_arg = config_lib.parse_arg
+placeholder = config_dict.placeholder
+
+
+def base(stage: str) -> config_dict.ConfigDict:
+  """Fields every stage has: run dir, seed, data roots, logging, platform."""
+  c = config_dict.ConfigDict()
+  c.stage = stage
+  c.workdir = placeholder(str)
+  c.required = ("workdir",)
+  c.seed = 0
+  # Multi-host: call jax.distributed.initialize() (coordinator from the env).
+  c.distributed = False
+  c.log_every_steps = 50
+  c.progress = True  # tqdm progress bars on process 0
+  # "default" | "high" | "highest": jax_default_matmul_precision. "default"
+  # lets GPUs use TF32 and TPUs bf16 passes, like the PyTorch TF32 baseline.
+  c.matmul_precision = "default"
+  c.data = config_dict.ConfigDict()
+  # LLP: AVVP_*.csv and the feature folders (feats/..., feats_CLIP/...).
+  c.data.llp_root = placeholder(str)
+  # Optional: where the AVVP_*.csv live, if not in llp_root.
+  c.data.llp_annotations_dir = placeholder(str)
+  # UnAV-100: unav100_annotations.json and feats_CLIP/ feats_CLAP/.
+  c.data.unav_root = placeholder(str)
+  # Optional: the annotation JSON, if not at unav_root/unav100_annotations.json.
+  c.data.unav_annotations = placeholder(str)
+  c.data.num_load_workers = 8
+  return c
+
+
+def optim(**overrides) -> config_dict.ConfigDict:
+  """AdamW + epoch-wise warm-up/cosine; the stage configs set the values."""
+  o = dict(
+      lr=1e-4,
+      min_lr=1e-5,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      weight_decay=1e-4,
+      clip_norm=1.0,
+      warmup_epochs=10,
+  )
+  o.update(overrides)
+  return config_dict.ConfigDict(o)

@@ -1,0 +1,284 @@
+"""The training loop every stage shares: AdamW, scanned jitted epochs, resume.
+
+A stage supplies `make_model`, a `loss_fn(model, batch, key)`, a `make_batch`
+that gathers a batch from the device-resident dataset inside jit, and an
+optional `evaluate(weights) -> {"val/...": value}` for model selection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Mapping
+
+from absl import logging
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+
+from ear_jax import checkpoint as ckpt_lib
+from ear_jax import sharding as sharding_lib
+from ear_jax import train_state as ts_lib
+from ear_jax import writer as writer_lib
+from ear_jax.data import pipeline
+
+PyTree = Any
+LossFn = Callable[[nnx.Module, Mapping[str, jax.Array], jax.Array], tuple]
+MakeBatch = Callable[[PyTree, jax.Array, jax.Array], dict]
+
+
+# ----------------------------------------------------------------- optimizer
+def epoch_learning_rate(epoch, *, lr, min_lr, warmup_epochs, total_epochs):
+  """LR of 1-based `epoch`: linear warm-up e/W, then cosine to min_lr.
+
+  Constant within an epoch, as in the UWAV code: epoch 1 uses lr/W, epoch W
+  uses lr, the last epoch uses min_lr. Works on Python ints and jnp arrays.
+  """
+  cos_len = max(total_epochs - warmup_epochs, 1)
+  progress = (epoch - warmup_epochs) / cos_len
+  cosine = min_lr + 0.5 * (lr - min_lr) * (1 + jnp.cos(jnp.pi * progress))
+  if warmup_epochs <= 0:
+    return cosine
+  warm = epoch / warmup_epochs * lr
+  return jnp.where(epoch < warmup_epochs, warm, cosine)
+
+
+def make_schedule(optim, steps_per_epoch: int, total_epochs: int):
+  def schedule(step):
+    epoch = step // steps_per_epoch + 1
+    return epoch_learning_rate(
+        epoch, lr=optim.lr, min_lr=optim.min_lr,
+        warmup_epochs=optim.warmup_epochs, total_epochs=total_epochs,
+    )
+  return schedule
+
+
+def make_optimizer(optim, steps_per_epoch: int, total_epochs: int):
+  """clip_by_global_norm -> AdamW (decay on every parameter, scaled by LR)."""
+  schedule = make_schedule(optim, steps_per_epoch, total_epochs)
+  parts = []
+  if optim.clip_norm:
+    parts.append(optax.clip_by_global_norm(optim.clip_norm))
+  parts.append(optax.adamw(
+      schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps,
+      weight_decay=optim.weight_decay,
+  ))
+  return optax.chain(*parts), schedule
+
+
+# ---------------------------------------------------------------- train step
+def make_train_step(graphdef, tx, loss_fn: LossFn, make_batch: MakeBatch,
+                    train_key: jax.Array, mesh):
+  """(state, data, idx_B, mask_B) -> (state, metrics): one pure step."""
+
+  def train_step(state: ts_lib.TrainState, data, idx_B, mask_B):
+    batch = sharding_lib.constrain_batch(make_batch(data, idx_B, mask_B), mesh)
+    key = jax.random.fold_in(train_key, state.step)
+
+    def objective(params):
+      # Fresh Variables in this trace: BatchNorm updates its statistics.
+      model_state = jax.tree.map(lambda x: x, state.model_state)
+      model = nnx.merge(graphdef, params, model_state)
+      loss, aux = loss_fn(model, batch, key)
+      _, _, model_state = ts_lib.split_model(model)
+      return loss, (aux, model_state)
+
+    (loss, (aux, model_state)), grads = jax.value_and_grad(
+        objective, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+    new_state = ts_lib.TrainState(state.step + 1, params, model_state,
+                                  opt_state)
+    return new_state, metrics
+
+  return train_step
+
+
+def make_epoch_fn(train_step):
+  """Scans the step over the [steps, B] index array of one epoch."""
+
+  def run(state, data, idx_SxB, mask_SxB):
+    def body(st, xs):
+      return train_step(st, data, *xs)
+    return jax.lax.scan(body, state, (idx_SxB, mask_SxB))
+
+  return jax.jit(run, donate_argnums=0)
+
+
+# ------------------------------------------------------------------ the loop
+@dataclasses.dataclass
+class FitResult:
+  weights: dict            # {"params", "model_state"} of the selected model
+  best_step: int | None
+  best_value: float | None
+  final_step: int
+  graphdef: Any
+
+
+def _nonfinite_check(losses: np.ndarray, first_step: int) -> None:
+  bad = np.flatnonzero(~np.isfinite(losses))
+  if bad.size:
+    a = first_step + int(bad[0])
+    raise FloatingPointError(
+        f"loss={losses[bad[0]]} between steps {a} and {a + 1}; lower the"
+        " learning rate or run with --jax_debug_nans to find the source."
+    )
+
+
+def _log_rows(writer, metrics: dict, first_step: int, every: int, lr_fn):
+  """Averages per-step metrics over windows ending at multiples of `every`."""
+  n = len(next(iter(metrics.values())))
+  start = 0
+  for end in range(1, n + 1):
+    step = first_step + end
+    if step % every and end != n:
+      continue
+    row = {f"train/{k.removeprefix('loss/')}" if k.startswith("loss/")
+           else f"train/{k}": float(np.mean(v[start:end]))
+           for k, v in metrics.items()}
+    row["train/lr"] = float(lr_fn(step - 1))
+    writer.write(step, row)
+    start = end
+
+
+def write_config(workdir: str, config) -> None:
+  if jax.process_index() != 0:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "config.json")
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  os.replace(tmp, path)
+
+
+def fit(
+    config,
+    *,
+    make_model: Callable[[], nnx.Module],
+    loss_fn: LossFn,
+    make_batch: MakeBatch,
+    train_data: PyTree,
+    num_train: int,
+    evaluate: Callable[[dict], dict] | None = None,
+    best_metric: str | None = None,
+    meta: dict | None = None,
+    mesh=None,
+) -> FitResult:
+  """Trains with resume; returns the best (or last) weights.
+
+  Checkpoints go to <workdir>/checkpoints every `checkpoint_every_epochs` and
+  at the end; the best weights by `best_metric` (strict >, from 0) are kept
+  on device and written to <workdir>/best at those same times, so a killed
+  and re-run job ends exactly as an uninterrupted one.
+  """
+  workdir = config.workdir
+  mesh = mesh if mesh is not None else sharding_lib.make_mesh()
+  repl = sharding_lib.replicated(mesh)
+  batch_size = config.batch_size
+  sharding_lib.check_batch_size(batch_size, mesh=mesh)
+  total_epochs = config.total_epochs
+  spe = pipeline.steps_per_epoch(num_train, batch_size)
+  tx, lr_fn = make_optimizer(config.optim, spe, total_epochs)
+  root = jax.random.key(config.seed)
+  init_key, train_key = jax.random.split(root)
+  del init_key  # Models are built from config.seed through nnx.Rngs.
+
+  writer = writer_lib.MetricWriter(workdir)
+  write_config(workdir, config)
+  ckpt = ckpt_lib.Checkpointer(workdir)
+  graphdef, abstract = ts_lib.abstract_train_state(make_model, tx)
+  abstract = ckpt_lib.abstract_with_sharding(abstract, repl)
+  n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params))
+  logging.info("%s: %.2fM parameters, %d devices (%d processes), %d steps"
+               " per epoch", config.stage, n_params / 1e6, jax.device_count(),
+               jax.process_count(), spe)
+
+  restored = ckpt.restore_latest(abstract)
+  best_value, best_step, best_weights = None, None, None
+  if restored is not None:
+    state, saved_meta = restored
+    start_epoch = int(saved_meta["epoch"])
+    best_value = saved_meta.get("best_value")
+    best_step = saved_meta.get("best_step")
+    writer.truncate_after(int(state.step))
+    if best_step is not None:
+      best_weights, _ = ckpt_lib.restore_from_workdir(workdir, abstract, "best")
+    logging.info("resumed from step %d (epoch %d)", int(state.step),
+                 start_epoch)
+  else:
+    start_epoch = 0
+    state = jax.jit(
+        lambda: ts_lib.create_train_state(make_model, tx)[1],
+        out_shardings=repl)()
+
+  data_dev = sharding_lib.put_replicated(train_data, mesh)
+  step_fn = make_train_step(graphdef, tx, loss_fn, make_batch, train_key, mesh)
+  epoch_fn = make_epoch_fn(step_fn)
+  eval_every = config.get("eval_every_epochs", 1)
+  ckpt_every = config.get("checkpoint_every_epochs", 10)
+  base_meta = dict(meta or {}, stage=config.stage,
+                   steps_per_epoch=spe, total_epochs=total_epochs)
+
+  bar = tqdm.tqdm(range(start_epoch, total_epochs), desc=config.stage,
+                  initial=start_epoch, total=total_epochs,
+                  disable=not config.get("progress", True)
+                  or jax.process_index() != 0)
+  t0 = time.perf_counter()
+  for epoch in bar:
+    first_step = int(state.step)
+    idx, mask = pipeline.index_batches(
+        pipeline.epoch_order(config.seed, epoch, num_train), batch_size)
+    state, metrics = epoch_fn(state, data_dev, idx, mask)
+    metrics = jax.device_get(metrics)
+    _nonfinite_check(np.asarray(metrics["loss"]), first_step)
+    _log_rows(writer, metrics, first_step, config.log_every_steps, lr_fn)
+    step = first_step + len(idx)
+    postfix = {"loss": f"{float(np.mean(metrics['loss'])):.4f}"}
+    last = epoch + 1 == total_epochs
+    if evaluate is not None and ((epoch + 1) % eval_every == 0 or last):
+      weights = dict(params=state.params, model_state=state.model_state)
+      results = evaluate(weights)
+      writer.write(step, {**results, "epoch": epoch + 1})
+      if best_metric is not None:
+        if best_metric not in results:
+          raise KeyError(f"best_metric {best_metric!r} not in evaluation "
+                         f"results {sorted(results)}")
+        value = float(results[best_metric])
+        postfix[best_metric] = f"{value:.4f}"
+        if value > (best_value if best_value is not None else 0.0):
+          best_value, best_step = value, step
+          best_weights = jax.tree.map(jnp.copy, weights)
+    bar.set_postfix(postfix)
+    if (epoch + 1) % ckpt_every == 0 or last:
+      epoch_meta = dict(base_meta, epoch=epoch + 1, step=step,
+                        best_value=best_value, best_step=best_step)
+      if best_weights is not None:
+        ckpt.save_best(best_step, best_weights, epoch_meta)
+      ckpt.save(step, state, epoch_meta)
+  ckpt.wait()
+  ckpt.close()
+  logging.info("%s: %d epochs in %.1f s", config.stage,
+               total_epochs - start_epoch, time.perf_counter() - t0)
+  final = dict(params=state.params, model_state=state.model_state)
+  if best_weights is None:
+    best_weights = final
+  return FitResult(weights=best_weights, best_step=best_step,
+                   best_value=best_value, final_step=int(state.step),
+                   graphdef=graphdef)
+
+
+def merge(graphdef, weights: dict) -> nnx.Module:
+  return nnx.merge(graphdef, weights["params"], weights["model_state"])
+
+
+def read_json(path: str) -> dict:
+  with open(path) as f:
+    return json.load(f)

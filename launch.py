@@ -10,7 +10,6 @@ Re-running the same command resumes the run in its workdir.
 import importlib
 
 from absl import app
-from absl import flags
 from absl import logging
 import jax
 from ml_collections import config_flags
@@ -21,7 +20,6 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Stage config file, e.g. configs/stage1.py:tiny.",
     lock_config=True,
 )
-flags.mark_flags_as_required(["config"])
 
 # config.stage -> "module:function", imported only when chosen (so torch is
 # only imported by the feature exporters).
@@ -40,6 +38,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
+  if config is None:
+    raise app.UsageError("--config=configs/<stage>.py is required.")
   if config.stage not in _STAGES:
     raise app.UsageError(
         f"config.stage={config.stage!r}; expected one of {sorted(_STAGES)}"

@@ -56,3 +56,14 @@ def read_metrics(workdir: str, filename: str = "metrics.jsonl") -> list[dict]:
     return []
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  """Writes JSON to a temporary name beside `path`, then renames it."""
+  parent = os.path.dirname(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1, default=_plain)
+    f.write("\n")
+  os.replace(tmp, path)

@@ -15,6 +15,7 @@ from ear_jax import metrics as metrics_lib
 from ear_jax import models as models_lib
 from ear_jax import pseudo_labels as pl_lib
 from ear_jax import trainer as trainer_lib
+from ear_jax import writer as writer_lib
 from ear_jax.data import avvp
 from ear_jax.data import features as features_lib
 
@@ -112,11 +113,12 @@ def run(config):
       best_metric=config.best_metric,
       meta=dict(num_classes=len(avvp.UNAV_CLASSES)))
   final = evaluate(result.weights)
-  metrics_lib.write_eval_json(
+  # UnAV has audio-visual labels only, so only the AV metrics exist here;
+  # the ten LLP metrics of the generator come from stage 2.
+  writer_lib.write_json_atomic(
       os.path.join(config.workdir, "eval", "unav_validation.json"),
-      {k.removeprefix("val/"): v for k, v in final.items()},
-      extra=dict(split="validation", n_videos=len(val_rec.ids),
-                 best_step=result.best_step,
-                 note="UnAV has audio-visual labels only: AV metrics."))
+      {**{k.removeprefix("val/"): v for k, v in final.items()},
+       "split": "validation", "n_videos": len(val_rec.ids),
+       "best_step": result.best_step})
   logging.info("stage 1 done: best %s=%s at step %s", config.best_metric,
                result.best_value, result.best_step)

@@ -1,0 +1,282 @@
+"""Published feature-file layouts (the one place they are defined) and loading.
+
+Layouts: docs/ARCHITECTURE.md "Feature layouts"; STAGE1_2 §1.3, STAGE3 §1.4.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+import math
+import os
+import pathlib
+import re
+import uuid
+
+from absl import logging
+import numpy as np
+
+from ear_jax.data import avvp as avvp_lib
+
+# pylint: disable=invalid-name
+
+_CLIP_CLAP_EXPORTER = "feature_export with configs/export_clip_clap.py"
+_HAN_EXPORTER = "feature_export with configs/export_han.py"
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+  """One per-video segment-feature set: `<root>/<subdir>/<id>.npy`."""
+
+  subdir: str
+  dim: int
+  frames_per_segment: int = 1  # res152 stores 8 frames per 1-s segment
+  exporter: str = _CLIP_CLAP_EXPORTER  # what writes it, for error messages
+
+
+SEGMENT_FEATURES = {
+    "clip": FeatureSpec("feats_CLIP/segment_feats", 768),
+    "clap": FeatureSpec("feats_CLAP/segment_feats", 512),
+    "vggish": FeatureSpec("feats/vggish", 128, 1, _HAN_EXPORTER),
+    "res152": FeatureSpec("feats/res152", 2048, 8, _HAN_EXPORTER),
+    "r2plus1d_18": FeatureSpec("feats/r2plus1d_18", 512, 1, _HAN_EXPORTER),
+}
+
+# Text embeddings of the class names, (C, D), L2-normalised rows.
+EVENT_FEATURES = {
+    "clip": "feats_CLIP/event_feats/all_event_feats.npy",
+    "clap": "feats_CLAP/event_feats/all_event_feats.npy",
+}
+_NORM_TOL = 1e-3
+_CHUNK = 64  # files per thread-pool task
+
+
+def _spec(name: str) -> FeatureSpec:
+  if name not in SEGMENT_FEATURES:
+    raise ValueError(
+        f"unknown feature set {name!r}; expected one of"
+        f" {sorted(SEGMENT_FEATURES)}"
+    )
+  return SEGMENT_FEATURES[name]
+
+
+def feature_path(root, name: str, vid: str) -> pathlib.Path:
+  """`<root>/<subdir>/<vid>.npy` of feature set `name`."""
+  return pathlib.Path(root) / _spec(name).subdir / f"{vid}.npy"
+
+
+def save_npy_atomic(path, array) -> pathlib.Path:
+  """Writes `array` to `path` via a temporary file and os.replace."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+  try:
+    with open(tmp, "wb") as f:
+      np.save(f, np.asarray(array), allow_pickle=False)
+    os.replace(tmp, path)
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
+  return path
+
+
+@functools.lru_cache(maxsize=1024)
+def _pool_matrix(L: int, T: int, dtype: str = "float64") -> np.ndarray:
+  """[T, L] weights of torch adaptive_avg_pool1d: row i averages input rows
+  [floor(i*L/T), ceil((i+1)*L/T))."""
+  i = np.arange(T)
+  start = (i * L) // T
+  end = -((-(i + 1) * L) // T)  # ceil division
+  cols = np.arange(L)
+  inside_TxL = (cols >= start[:, None]) & (cols < end[:, None])
+  matrix = (inside_TxL / (end - start)[:, None]).astype(dtype)
+  matrix.flags.writeable = False
+  return matrix
+
+
+def adaptive_avg_pool1d(x_LxD: np.ndarray, out_len: int) -> np.ndarray:
+  """Resamples rows like torch adaptive_avg_pool1d (L > T and L < T alike).
+
+  Row i averages rows [floor(i*L/T), ceil((i+1)*L/T)) of x, as one small
+  matmul with a cached [T, L] weight matrix.
+  """
+  x_LxD = np.asarray(x_LxD)
+  if x_LxD.ndim != 2 or x_LxD.shape[0] < 1:
+    raise ValueError(f"expected an (L >= 1, D) array, got {x_LxD.shape}")
+  if out_len < 1:
+    raise ValueError(f"out_len must be >= 1, got {out_len}")
+  dtype = np.result_type(x_LxD.dtype, np.float32)
+  if x_LxD.shape[0] == out_len:
+    return x_LxD.astype(dtype)
+  weights_TxL = _pool_matrix(x_LxD.shape[0], out_len, dtype.name)
+  return weights_TxL @ x_LxD.astype(dtype, copy=False)
+
+
+def _missing_dir_error(root, name, directory, spec) -> FileNotFoundError:
+  return FileNotFoundError(
+      f"feature directory {directory} not found: the {name!r} features"
+      f" ({spec.subdir}/<id>.npy, {spec.dim}-d) under dataset root {root} are"
+      f" written by {spec.exporter} (or ear_jax.data.synthetic for tests)."
+  )
+
+
+_NPY_HEADER = re.compile(
+    r"""^\{'descr': '([<>|=][a-z][0-9]+)', 'fortran_order': (False|True),"""
+    r""" 'shape': \(([0-9, ]*)\), \}\s*$""")
+
+
+def _read_npy(path: str) -> np.ndarray:
+  """np.load for plain numeric .npy files, without its slow header parse."""
+  with open(path, "rb") as f:
+    data = f.read()
+  if data[:6] == b"\x93NUMPY" and data[6] in (1, 2, 3):
+    size, start = ((int.from_bytes(data[8:10], "little"), 10) if data[6] == 1
+                   else (int.from_bytes(data[8:12], "little"), 12))
+    m = _NPY_HEADER.match(data[start:start + size].decode("latin1"))
+    if m:
+      shape = tuple(int(d) for d in m.group(3).split(",") if d.strip())
+      dtype = np.dtype(m.group(1))
+      count = math.prod(shape)
+      if len(data) - start - size == count * dtype.itemsize:
+        x = np.frombuffer(data, dtype, count, offset=start + size)
+        return x.reshape(shape, order="F" if m.group(2) == "True" else "C")
+  return np.load(path, allow_pickle=False)  # anything unusual, or an error
+
+
+def _load_file(path: str, name: str, spec: FeatureSpec, rows: int | None):
+  """Loads and checks one (L, D) file; `rows` None allows any L >= 1."""
+  try:
+    x = _read_npy(path)
+  except (OSError, ValueError, EOFError) as e:
+    raise ValueError(f"{path}: cannot read as .npy ({e}).") from e
+  want = f"({'L' if rows is None else rows}, {spec.dim})"
+  if (x.ndim != 2 or x.shape[1] != spec.dim or x.shape[0] < 1
+      or (rows is not None and x.shape[0] != rows)):
+    raise ValueError(
+        f"{path}: {name!r} features have shape {x.shape}; expected {want}."
+        f" Was it exported by {spec.exporter} for this dataset?"
+    )
+  if x.dtype.kind not in "fiu":
+    raise ValueError(f"{path}: dtype {x.dtype} is not numeric.")
+  # One float64 reduction catches NaN/inf; only a huge sum needs the slow test.
+  if (x.dtype.kind == "f" and not math.isfinite(x.sum(dtype=np.float64))
+      and not np.isfinite(x).all()):
+    raise ValueError(
+        f"{path}: {name!r} features contain NaN or inf; re-export the file."
+    )
+  return x
+
+
+def load_segment_features(
+    root,
+    name: str,
+    ids,
+    num_segments=None,
+    max_segments: int | None = None,
+    num_workers: int = 8,
+) -> np.ndarray:
+  """Loads per-video segment features as float32 [N, T, D].
+
+  LLP (num_segments None): every file must be exactly (10 * frames, D); res152
+  frames are averaged in groups of 8, T = 10. UnAV: file i, (L, D) with any
+  L >= 1, is adaptively pooled to num_segments[i] rows, then zero padded to
+  max_segments (default max(num_segments)).
+  """
+  spec = _spec(name)
+  ids = list(ids)
+  directory = pathlib.Path(root) / spec.subdir
+  if not directory.is_dir():
+    raise _missing_dir_error(root, name, directory, spec)
+  present = set(os.listdir(directory))
+  missing = [v for v in ids if f"{v}.npy" not in present]
+  if missing:
+    raise FileNotFoundError(
+        f"{directory}: no {name!r} features for {len(missing)} of {len(ids)}"
+        f" videos, e.g. {missing[:5]}. Export them with {spec.exporter}."
+    )
+  n = len(ids)
+  fps = spec.frames_per_segment
+  if num_segments is None:
+    if max_segments is not None:
+      raise ValueError(
+          "max_segments is only for UnAV-style loading; pass num_segments"
+          " too (LLP features are always 10 segments)."
+      )
+    t_n = None
+    T = avvp_lib.LLP_NUM_SEGMENTS
+  else:
+    t_n = np.asarray(num_segments).astype(np.int64)
+    if t_n.shape != (n,) or (n and t_n.min() < 1):
+      raise ValueError(
+          f"num_segments must hold one value >= 1 per video ({n}), got"
+          f" shape {t_n.shape}, min {t_n.min() if t_n.size else None}."
+      )
+    longest = int(t_n.max()) if n else 0
+    T = longest if max_segments is None else int(max_segments)
+    if T < longest:
+      raise ValueError(
+          f"max_segments={T} is smaller than video"
+          f" {ids[int(t_n.argmax())]!r} with {longest} segments; use"
+          f" max_segments >= {longest}."
+      )
+  out_NxTxD = np.zeros((n, T, spec.dim), np.float32)
+  dirname = os.fspath(directory)
+
+  def load_range(lo: int, hi: int) -> None:
+    for i in range(lo, hi):
+      path = os.path.join(dirname, f"{ids[i]}.npy")
+      x = _load_file(path, name, spec, T * fps if t_n is None else None)
+      t_v = T if t_n is None else int(t_n[i])
+      if len(x) == t_v:
+        out_NxTxD[i, :t_v] = x
+      else:  # res152 frames (8 -> 1, in time order) or UnAV pooling
+        weights_TxL = _pool_matrix(len(x), t_v, "float32")
+        np.matmul(weights_TxL, x.astype(np.float32, copy=False),
+                  out=out_NxTxD[i, :t_v])
+
+  chunks = [(lo, min(lo + _CHUNK, n)) for lo in range(0, n, _CHUNK)]
+  if num_workers <= 1 or len(chunks) <= 1:
+    for lo, hi in chunks:
+      load_range(lo, hi)
+  else:
+    with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
+      futures = [pool.submit(load_range, lo, hi) for lo, hi in chunks]
+      try:
+        for f in futures:
+          f.result()
+      except BaseException:
+        for f in futures:
+          f.cancel()
+        raise
+  logging.info("Loaded %r features %s from %s.", name, out_NxTxD.shape,
+               directory)
+  return out_NxTxD
+
+
+def load_event_features(root, name: str, num_classes: int) -> np.ndarray:
+  """Class-name text embeddings, float32 [C, D] with unit-norm rows."""
+  if name not in EVENT_FEATURES:
+    raise ValueError(
+        f"unknown event feature set {name!r}; expected one of"
+        f" {sorted(EVENT_FEATURES)}"
+    )
+  spec = SEGMENT_FEATURES[name]
+  path = pathlib.Path(root) / EVENT_FEATURES[name]
+  if not path.is_file():
+    raise FileNotFoundError(
+        f"{path} not found: the {name!r} class-name text embeddings"
+        f" ({num_classes}, {spec.dim}) are written by {spec.exporter} (or"
+        " ear_jax.data.synthetic for tests)."
+    )
+  x = _load_file(os.fspath(path), name, spec, num_classes).astype(np.float32)
+  norms_C = np.linalg.norm(x.astype(np.float64), axis=1)
+  bad = np.flatnonzero(np.abs(norms_C - 1.0) > _NORM_TOL)
+  if bad.size:
+    raise ValueError(
+        f"{path}: {bad.size} rows are not L2-normalised (row {bad[0]} has"
+        f" norm {norms_C[bad[0]]:.6f}; tolerance {_NORM_TOL}). Text"
+        " embeddings are used as they are, not renormalised; re-export them"
+        f" with {spec.exporter}."
+    )
+  return x

@@ -45,20 +45,24 @@ class Predictor:
     self.data = sharding_lib.put_replicated(dict(data), self.mesh)
     mesh_ = self.mesh
 
-    def run(weights, data_, idx_SxB, mask_SxB):
+    def run(weights, data_, idx_SxB, mask_SxB, keys):
       model = nnx.merge(graphdef, weights["params"], weights["model_state"])
 
       def body(carry, xs):
         batch = sharding_lib.constrain_batch(make_batch(data_, *xs), mesh_)
-        return carry, predict_fn(model, batch)
+        out = predict_fn(model, batch)
+        return carry, {k: out[k] for k in (keys or out)}
 
       _, out = jax.lax.scan(body, None, (idx_SxB, mask_SxB))
       return out
 
-    self._run = jax.jit(run)
+    self._run = jax.jit(run, static_argnames="keys")
 
-  def __call__(self, weights: dict) -> dict[str, np.ndarray]:
-    out = jax.device_get(self._run(weights, self.data, self.idx, self.mask))
+  def __call__(self, weights: dict,
+               keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """Outputs of every example, [N, ...]; `keys` selects some (less I/O)."""
+    out = jax.device_get(
+        self._run(weights, self.data, self.idx, self.mask, keys))
     return {
         k: np.asarray(v).reshape((-1,) + v.shape[2:])[: self.num]
         for k, v in out.items()

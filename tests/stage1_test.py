@@ -8,6 +8,7 @@ import pytest
 
 from configs import stage1 as stage1_config
 from ear_jax import checkpoint as ckpt_lib
+from ear_jax import metrics as metrics_lib
 from ear_jax import writer as writer_lib
 from ear_jax.data import synthetic
 from ear_jax.stages import pretrain_generator
@@ -84,3 +85,17 @@ def test_stage1_resume_ends_like_uninterrupted(tmp_path, data_root,
   assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]
   np.testing.assert_allclose([r["train/loss"] for r in rows_a],
                              [r["train/loss"] for r in rows_b], rtol=1e-6)
+
+
+def test_on_device_segment_f1_matches_official_metric():
+  rng = np.random.default_rng(0)
+  pred = rng.random((40, 12, 7)) < 0.2
+  gt = rng.random((40, 12, 7)) < 0.2
+  gt[:5] = pred[:5] = False  # all-true-negative videos score 1.0
+  seg = np.asarray(pretrain_generator.segment_f1(pred, gt))
+  official = metrics_lib.avvp_scores(
+      np.moveaxis(pred, 1, 2).astype(np.uint8),
+      np.moveaxis(pred, 1, 2).astype(np.uint8),
+      np.moveaxis(gt, 1, 2).astype(np.uint8),
+      np.moveaxis(gt, 1, 2).astype(np.uint8), per_video=True)
+  np.testing.assert_allclose(seg, official["per_video"]["seg_av"], rtol=1e-6)

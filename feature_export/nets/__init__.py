@@ -1,0 +1,1 @@
+"""Flax NNX encoders for the HAN feature layout, with torch-name converters."""

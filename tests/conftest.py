@@ -7,6 +7,9 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "")
     + " --xla_force_host_platform_device_count=4"
+    # Tests are dominated by XLA:CPU compile time; these halve it.
+    + " --xla_backend_optimization_level=0"
+    + " --xla_llvm_disable_expensive_passes=true"
 )
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -1,0 +1,27 @@
+"""Model registry: generator (stage 1) and the parsers HAN and EAR (stage 3)."""
+
+from __future__ import annotations
+
+from flax import nnx
+
+from ear_jax.models import generator
+from ear_jax.models import han
+from ear_jax.models import parser
+
+MODELS = {
+    "generator": generator.Generator,
+    "han": han.HAN,
+    "ear": parser.EARParser,
+}
+
+
+def get_model(name: str, cfg, *, rngs: nnx.Rngs, **dims) -> nnx.Module:
+  """Builds MODELS[name](cfg, **dims, rngs=rngs).
+
+  dims: none for "generator"; in_dim_a, in_dim_v, num_classes for parsers.
+  """
+  if name not in MODELS:
+    raise ValueError(
+        f"unknown model {name!r}; expected one of {sorted(MODELS)}."
+    )
+  return MODELS[name](cfg, rngs=rngs, **dims)

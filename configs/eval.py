@@ -1,0 +1,29 @@
+r"""Evaluate a finished stage-3 (parser) or stage-2 (pseudo-label) run on LLP.
+
+  python launch.py --config=configs/eval.py --config.workdir=/runs/s3_test \
+      --config.run_workdir=/runs/s3 --config.split=test
+  python launch.py --config=configs/eval.py --config.workdir=/tmp/e \
+      --config.run_workdir=/runs/s2 --config.split=val   # binary labels
+
+Stage-3 runs: the parser is rebuilt from <run_workdir>/config.json, its
+`checkpoint` ("best" | "latest") restored and scored. Stage-2 runs: the saved
+binary pseudo-labels are scored. Writes <workdir>/eval/<split>.json; the
+numbers equal the run's own eval/<split>.json. Expected: seconds.
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, tiny=False)
+  c = common.base(stage="evaluate")
+  c.required = ("workdir", "run_workdir")
+  c.run_workdir = common.placeholder(str)  # a stage-3 or stage-2 workdir
+  c.split = "test"                         # "val" | "test" (dense GT)
+  c.checkpoint = "best"                    # stage-3 runs: "best" | "latest"
+  # None: from the run's config.json (data.llp_root, eval.strict, ...).
+  c.strict = common.placeholder(bool)      # None: the run's eval.strict
+  c.eval_batch_size = common.placeholder(int)  # None: the run's
+  if arg.tiny:
+    c.eval_batch_size = 16
+  return c

@@ -1,0 +1,243 @@
+"""Human-readable outputs: results tables (paper layout), results.json, the
+markdown run report, and parsed events of a video (JSON)."""
+
+# pylint: disable=invalid-name
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ear_jax import metrics as metrics_lib
+
+MODALITIES = ("audio", "visual", "audio-visual")
+_COLS = ("A", "V", "AV", "Type", "Event")
+
+
+# ----------------------------------------------------------------------------
+# Files.
+
+
+def write_json(path: str, obj: Any) -> str:
+  """Atomic JSON write (indent 1), creating parent folders."""
+  parent = os.path.dirname(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=".tmp.", suffix=".json", dir=parent)
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(obj, f, indent=1)
+      f.write("\n")
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return path
+
+
+def load_scores(path: str, key: str | None = None) -> dict | None:
+  """The ten metrics + avg from an eval JSON (or its `key` entry); None if
+  the file does not exist."""
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    obj = json.load(f)
+  if key is not None:
+    if key not in obj:
+      raise KeyError(f"{path} has no entry {key!r}; it has {sorted(obj)}.")
+    obj = obj[key]
+  return metrics_lib.with_avg(obj)
+
+
+def collect_tables(
+    sources: Mapping[str, tuple[str, str | None]],
+    splits: Sequence[str] = ("val", "test"),
+) -> dict[str, dict[str, dict]]:
+  """{split: {row name: scores}} from {row name: (path with {split}, key)}.
+
+  Rows whose file is missing are left out (e.g. a stage that did not run).
+  """
+  tables = {}
+  for split in splits:
+    rows = {}
+    for name, (pattern, key) in sources.items():
+      scores = load_scores(pattern.format(split=split), key)
+      if scores is not None:
+        rows[name] = scores
+    if rows:
+      tables[split] = rows
+  return tables
+
+
+# ----------------------------------------------------------------------------
+# Tables.
+
+
+def text_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
+  """The paper layout in plain text (metrics.format_table)."""
+  return metrics_lib.format_table(rows)
+
+
+def markdown_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
+  """The paper layout as a markdown table: Seg A..Event | Evt A..Event | Avg."""
+  head = (["Method"] + [f"Seg {c}" for c in _COLS]
+          + [f"Evt {c}" for c in _COLS] + ["Avg"])
+  lines = ["| " + " | ".join(head) + " |",
+           "|" + "---|" * len(head)]
+  for name, scores in rows.items():
+    s = metrics_lib.with_avg(scores)
+    vals = [f"{s[k]:.1f}" for k in metrics_lib.AGGREGATE_KEYS]
+    lines.append("| " + " | ".join([str(name)] + vals + [f"{s['avg']:.1f}"])
+                 + " |")
+  return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------
+# The run report.
+
+
+def flat_config(config: Mapping[str, Any], keys: Sequence[str] | None = None,
+                prefix: str = "") -> dict[str, Any]:
+  """Dotted scalar fields of a (nested) config dict; only `keys` if given."""
+  if hasattr(config, "to_dict"):
+    config = config.to_dict()
+  out = {}
+  for k, v in config.items():
+    name = f"{prefix}{k}"
+    if isinstance(v, Mapping) or hasattr(v, "to_dict"):
+      out.update(flat_config(v, None, name + "."))
+    elif isinstance(v, (str, int, float, bool)) or v is None:
+      out[name] = v
+    elif isinstance(v, (list, tuple)) and all(
+        isinstance(x, (str, int, float, bool)) for x in v):
+      out[name] = list(v)
+  if keys is not None:
+    out = {k: out[k] for k in keys if k in out}
+  return out
+
+
+def _rel(path: str, root: str) -> str:
+  return os.path.relpath(path, root).replace(os.sep, "/")
+
+
+def write_report(
+    path: str,
+    *,
+    title: str,
+    tables: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    configs: Mapping[str, Mapping[str, Any]] = (),
+    curves: Mapping[str, str] = (),
+    heatmaps: Mapping[str, str] = (),
+    timelines: Mapping[str, str] = (),
+    notes: Sequence[str] = (),
+) -> str:
+  """Writes the markdown report; image paths are made relative to it.
+
+  Args:
+    tables: {split: {row name: scores}}, one results table per split.
+    configs: {section: {dotted field: value}} (see `flat_config`).
+    curves, heatmaps, timelines: {caption: PNG path}.
+  """
+  root = os.path.dirname(os.path.abspath(path))
+  md = [f"# {title}", ""]
+  md += [f"{n}" for n in notes] + ([""] if notes else [])
+  md += ["## Results", "",
+         "LLP metrics in percent (official protocol); Type = mean of A, V, AV;"
+         " Avg = mean of the ten numbers.", ""]
+  for split, rows in tables.items():
+    md += [f"### {split} split", "", markdown_table(rows), ""]
+  if curves:
+    md += ["## Training curves", ""]
+    for caption, png in curves.items():
+      md += [f"### {caption}", "", f"![{caption}]({_rel(png, root)})", ""]
+  if heatmaps:
+    md += ["## ERM adjacency matrices (EAR parser)", "",
+           "Summed over layers; the symmetrised view averages the upper and"
+           " lower triangles, as in the paper's Figs. 4-5.", ""]
+    for caption, png in heatmaps.items():
+      md += [f"![{caption}]({_rel(png, root)})", ""]
+  if timelines:
+    md += ["## Test-video timelines", ""]
+    for caption, png in timelines.items():
+      md += [f"### {caption}", "", f"![{caption}]({_rel(png, root)})", ""]
+  if configs:
+    md += ["## Configuration", ""]
+    for section, fields in configs.items():
+      md += [f"### {section}", "", "| field | value |", "|---|---|"]
+      md += [f"| `{k}` | `{json.dumps(v)}` |" for k, v in fields.items()]
+      md += [""]
+  os.makedirs(root, exist_ok=True)
+  with open(path, "w") as f:
+    f.write("\n".join(md))
+  return path
+
+
+# ----------------------------------------------------------------------------
+# Parsed events of one video (stage "parse").
+
+
+def extract_events(
+    pred_a_CxT: np.ndarray,
+    pred_v_CxT: np.ndarray,
+    prob_a_CxT: np.ndarray,
+    prob_v_CxT: np.ndarray,
+    video_prob_C: np.ndarray,
+    class_names: Sequence[str],
+    segment_seconds: float = 1.0,
+    min_confidence: float = 0.0,
+) -> list[dict]:
+  """Events of one video: the metrics' definition, as onsets and offsets.
+
+  An event is a maximal run of 1s in a binarised [C, T] row
+  (metrics.events_from_row); audio-visual events are the runs of the AND of
+  the audio and visual rows, as in the metrics. Confidence = the mean
+  segment probability over the event (p_a * p_v for audio-visual) times the
+  video-level probability of the class. Offsets are end-exclusive seconds.
+  """
+  pa = np.asarray(pred_a_CxT).astype(bool)
+  pv = np.asarray(pred_v_CxT).astype(bool)
+  C = len(class_names)
+  shapes = {np.shape(x) for x in (pa, pv, prob_a_CxT, prob_v_CxT)}
+  if len(shapes) != 1 or pa.ndim != 2 or pa.shape[0] != C:
+    raise ValueError(
+        f"predictions and probabilities must all be [C, T] with C = {C};"
+        f" got shapes {sorted(shapes)}.")
+  if np.shape(video_prob_C) != (C,):
+    raise ValueError(f"video_prob_C has shape {np.shape(video_prob_C)};"
+                     f" expected ({C},).")
+  prob_a = np.asarray(prob_a_CxT, np.float64)
+  prob_v = np.asarray(prob_v_CxT, np.float64)
+  rows = {"audio": (pa, prob_a), "visual": (pv, prob_v),
+          "audio-visual": (pa & pv, prob_a * prob_v)}
+  events = []
+  for modality in MODALITIES:
+    pred, prob = rows[modality]
+    for c in range(C):
+      for start, end in metrics_lib.events_from_row(pred[c]):
+        conf = float(np.mean(prob[c, start:end]) * video_prob_C[c])
+        if conf < min_confidence:
+          continue
+        events.append(dict(modality=modality, **{"class": class_names[c]},
+                           onset=start * segment_seconds,
+                           offset=end * segment_seconds,
+                           confidence=round(conf, 6)))
+  events.sort(key=lambda e: (e["onset"], MODALITIES.index(e["modality"]),
+                             e["class"]))
+  return events
+
+
+def events_to_rows(events: Sequence[Mapping], class_names: Sequence[str],
+                   num_segments: int, segment_seconds: float = 1.0) -> dict:
+  """Inverse of `extract_events` (at min_confidence 0): {modality: [C, T]}."""
+  index = {c: i for i, c in enumerate(class_names)}
+  spans = {m: [[] for _ in class_names] for m in MODALITIES}
+  for e in events:
+    start = int(round(e["onset"] / segment_seconds))
+    end = int(round(e["offset"] / segment_seconds))
+    spans[e["modality"]][index[e["class"]]].append((start, end))
+  return {m: np.stack([metrics_lib.events_to_segments(s, num_segments)
+                       for s in per_class]) for m, per_class in spans.items()}

@@ -1,0 +1,269 @@
+"""Demo: synthetic data -> stage 1 -> 2 -> 3 (EAR and HAN) -> tables, report."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import sys
+import time
+
+from absl import logging
+import jax
+import numpy as np
+
+from ear_jax import metrics as metrics_lib
+from ear_jax import plots as plots_lib
+from ear_jax import report as report_lib
+from ear_jax import trainer as trainer_lib
+from ear_jax import writer as writer_lib
+from ear_jax.data import avvp
+from ear_jax.data import llp_features
+from ear_jax.data import synthetic
+from ear_jax.stages import generate_pseudo_labels as s2_lib
+from ear_jax.stages import parse as parse_lib
+from ear_jax.stages import pretrain_generator as s1_lib
+from ear_jax.stages import train_parser as s3_lib
+
+# Table rows: name -> (eval JSON under the workdir, key in it).
+ROWS = {
+    "Weak labels everywhere": ("stage2/eval/baselines_{split}.json",
+                               "weak_everywhere"),
+    "Zero-shot CLIP/CLAP": ("stage2/eval/baselines_{split}.json", "zero_shot"),
+    "Pseudo-labels (stage 2)": ("stage2/eval/{split}.json", None),
+    "HAN": ("stage3_han/eval/{split}.json", None),
+    "EAR": ("stage3/eval/{split}.json", None),
+}
+_DONE = ".complete.json"
+# A stage restarts from scratch when a stage it reads ran in this call.
+DEPENDS_ON = {"stage2": ("stage1",), "stage3": ("stage2",),
+              "stage3_han": ("stage2",)}
+# Config fields shown in the report (those a stage has).
+KEY_FIELDS = (
+    "workdir", "seed", "batch_size", "total_epochs", "optim.lr",
+    "optim.warmup_epochs", "best_metric", "migration.enabled",
+    "model.name", "model.asymmetric", "model.hidden_dim", "model.num_layers",
+    "model.num_heads", "model.han_layers", "model.amdf", "model.erm",
+    "model.erm_layers", "model.node_dim", "data.features", "generator_workdir",
+    "checkpoint", "logits", "pseudo_labels_dir", "eval.strict",
+)
+
+
+def say(msg: str) -> None:
+  if jax.process_index() == 0:
+    print(msg, flush=True)
+
+
+def prepare_data(config) -> tuple[str, str]:
+  """(llp_root, unav_root): real roots if given, else the synthetic set."""
+  if config.data.llp_root or config.data.unav_root:
+    if not (config.data.llp_root and config.data.unav_root):
+      raise ValueError("set both data.llp_root and data.unav_root (real"
+                       " data), or neither (synthetic data).")
+    return config.data.llp_root, config.data.unav_root
+  root = os.path.join(config.workdir, "data")
+  spec = config.synthetic.to_dict()
+  spec = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()}
+  done = os.path.join(root, _DONE)
+  if os.path.exists(done):
+    with open(done) as f:
+      if json.load(f) != spec:
+        raise ValueError(
+            f"{root} holds a synthetic dataset written with other settings"
+            f" than config.synthetic={spec}; use a new workdir or delete"
+            f" {root}.")
+    say(f"synthetic data: {root} (already written)")
+  elif jax.process_index() == 0:
+    for sub in ("LLP", "UnAV"):  # an interrupted write: start over
+      shutil.rmtree(os.path.join(root, sub), ignore_errors=True)
+    t0 = time.perf_counter()
+    synthetic.write_synthetic(root, **{
+        k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+    report_lib.write_json(done, spec)
+    say(f"synthetic data: wrote {root} in {time.perf_counter() - t0:.1f} s")
+  return os.path.join(root, "LLP"), os.path.join(root, "UnAV")
+
+
+def stage_configs(config, llp_root: str, unav_root: str) -> list:
+  """[(key, title, run fn, sub-config, file written when done)]."""
+  w = config.workdir
+
+  def sub(name, **fields):
+    c = copy.deepcopy(config[name])
+    c.workdir = os.path.join(w, name)
+    c.progress = config.progress
+    for k, v in fields.items():
+      node = c
+      *parents, leaf = k.split(".")
+      for p in parents:
+        node = node[p]
+      node[leaf] = v
+    return c
+
+  llp = {"data.llp_root": llp_root,
+         "data.llp_annotations_dir": config.data.llp_annotations_dir}
+  s3 = dict(pseudo_labels_dir=os.path.join(w, "stage2"), **llp)
+  stages = [
+      ("stage1", "Stage 1: pre-train the pseudo-label generator on UnAV-100",
+       s1_lib.run, sub("stage1", **{
+           "data.unav_root": unav_root,
+           "data.unav_annotations": config.data.unav_annotations}),
+       "eval/unav_validation.json"),
+      ("stage2", "Stage 2: pseudo-labels for LLP (+ baselines)", s2_lib.run,
+       sub("stage2", generator_workdir=os.path.join(w, "stage1"), **llp),
+       "eval/baselines_test.json"),
+      ("stage3", "Stage 3: train the EAR parser", s3_lib.run,
+       sub("stage3", **s3), "eval/test.json"),
+  ]
+  if config.run_han:
+    stages.append(("stage3_han", "Stage 3: train the HAN baseline",
+                   s3_lib.run, sub("stage3_han", **s3), "eval/test.json"))
+  return stages
+
+
+def _finished(cfg, done_file: str) -> bool:
+  """The stage wrote its last output with this very config."""
+  path = os.path.join(cfg.workdir, "config.json")
+  if not (os.path.exists(done_file) and os.path.exists(path)):
+    return False
+  with open(path) as f:
+    return json.load(f) == json.loads(cfg.to_json_best_effort())
+
+
+def _timelines(config, parsers: dict, fig_dir: str) -> dict:
+  """GT vs HAN vs EAR on the test videos with the most GT segments."""
+  cfg = parsers["stage3"][0]
+  rec = avvp.read_llp_split(llp_features.annotations_dir(
+      cfg.data.llp_root, cfg.data.llp_annotations_dir), "test")
+  n_gt = rec.gt_a.sum((1, 2)) + rec.gt_v.sum((1, 2))
+  pick = sorted(np.argsort(-n_gt, kind="stable")[:config.num_timelines])
+  ids = [rec.ids[i] for i in pick]
+  inputs = s3_lib.load_inputs(cfg, ids)
+  preds = {}
+  for c, graphdef, weights, _ in parsers.values():
+    out = parse_lib.predict(graphdef, weights, inputs, c.eval_batch_size)
+    preds[c.model.name.upper()] = metrics_lib.binarize_parser_outputs(
+        out["global_prob"], out["a_logits"], out["v_logits"], c.eval.strict)
+  return {
+      f"test video {vid}": plots_lib.timeline(
+          os.path.join(fig_dir, f"timeline_{vid}.png"),
+          {k: (a[j], v[j]) for k, (a, v) in preds.items()},
+          avvp.LLP_CLASSES, gt=(rec.gt_a[i], rec.gt_v[i]),
+          title=f"test video {vid}")
+      for j, (i, vid) in enumerate(zip(pick, ids))}
+
+
+def figures(config) -> dict:
+  """Training curves, ERM heatmaps, test timelines; {kind: {caption: png}}."""
+  w = config.workdir
+  fig_dir = os.path.join(w, "figures")
+  curves = {}
+  for name in ("stage1", "stage3", "stage3_han"):
+    png = plots_lib.training_curves(
+        writer_lib.read_metrics(os.path.join(w, name)),
+        os.path.join(fig_dir, f"curves_{name}.png"),
+        title=f"{name} ({config[name].stage})")
+    if png:
+      curves[name] = png
+  parsers = {name: parse_lib.load_parser(os.path.join(w, name))
+             for name in ("stage3_han", "stage3")
+             if os.path.exists(os.path.join(w, name, "eval", "test.json"))}
+  heatmaps, timelines = {}, {}
+  if "stage3" in parsers:
+    _, graphdef, weights, _ = parsers["stage3"]
+    adj = trainer_lib.merge(graphdef, weights).adjacencies()
+    if adj:
+      heatmaps = plots_lib.adjacency_heatmaps(
+          {k: np.asarray(v) for k, v in adj.items()}, avvp.LLP_CLASSES,
+          os.path.join(fig_dir, "erm_"))
+    if config.num_timelines > 0:
+      timelines = _timelines(config, parsers, fig_dir)
+  return dict(curves=curves, heatmaps=heatmaps, timelines=timelines)
+
+
+def write_outputs(config, stages, tables, seconds) -> str:
+  """Figures, report.md and (last, so it marks completion) results.json."""
+  w = config.workdir
+  figs = figures(config)
+  configs = {key: report_lib.flat_config(cfg, KEY_FIELDS)
+             for key, _, _, cfg, _ in stages}
+  configs["data"] = dict(
+      llp_root=stages[-1][3].data.llp_root,
+      unav_root=stages[0][3].data.unav_root,
+      **{f"synthetic.{k}": v
+         for k, v in report_lib.flat_config(config.synthetic).items()})
+  path = report_lib.write_report(
+      os.path.join(w, "report.md"), title="ear-jax demo report",
+      tables=tables, configs=configs, **figs,
+      notes=[f"Command: `{' '.join(sys.argv)}`", "",
+             f"Workdir `{w}`. Wall time per stage (s, last run of each):"
+             f" `{json.dumps(seconds)}`.", "",
+             "Stage 2 tunes its thresholds on the val GT (as UWAV and EAR"
+             " do), so its val row is optimistic; compare methods on test."])
+  report_lib.write_json(os.path.join(w, "results.json"), dict(
+      tables=tables,
+      rows={n: dict(file=p, key=k) for n, (p, k) in ROWS.items()},
+      stage_seconds=seconds, figures=figs))
+  return path
+
+
+def _quiet_orbax() -> None:
+  """Keeps orbax's per-save INFO lines out of the demo's console output."""
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _OrbaxFilter) for f in handler.filters):
+    handler.addFilter(_OrbaxFilter())
+
+
+class _OrbaxFilter:
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or "orbax" not in record.pathname
+
+
+def run(config):
+  t_start = time.perf_counter()
+  _quiet_orbax()
+  w = config.workdir
+  say(f"== ear-jax demo in {w} ==")
+  llp_root, unav_root = prepare_data(config)
+  stages = stage_configs(config, llp_root, unav_root)
+  timings = {}
+  for i, (key, title, fn, cfg, done) in enumerate(stages, 1):
+    say(f"\n== [{i}/{len(stages)}] {title} -> {cfg.workdir} ==")
+    if any(d in timings for d in DEPENDS_ON.get(key, ())):
+      if os.path.exists(cfg.workdir):  # its inputs changed: start over
+        say(f"{DEPENDS_ON[key]} ran again: restarting {cfg.workdir}")
+        shutil.rmtree(cfg.workdir)
+    elif _finished(cfg, os.path.join(cfg.workdir, done)):
+      say("already finished with this config: skipped")
+      continue
+    elif os.path.exists(os.path.join(cfg.workdir, "config.json")):
+      say(f"resuming (delete {cfg.workdir} to start this stage over)")
+    t0 = time.perf_counter()
+    fn(cfg)
+    timings[key] = round(time.perf_counter() - t0, 1)
+    say(f"{key} done in {timings[key]:.1f} s")
+
+  sources = {name: (os.path.join(w, path), key)
+             for name, (path, key) in ROWS.items()}
+  tables = report_lib.collect_tables(sources)
+  for split in ("val", "test"):
+    if split in tables:
+      say(f"\n== LLP {split} ==" if config.data.llp_root else
+          f"\n== LLP {split} (synthetic data: this checks the pipeline, not"
+          " the paper's numbers) ==")
+      say(report_lib.text_table(tables[split]))
+  results = os.path.join(w, "results.json")
+  report = os.path.join(w, "report.md")
+  if timings or not (os.path.exists(results) and os.path.exists(report)):
+    seconds = {}
+    if os.path.exists(results):
+      with open(results) as f:
+        seconds = json.load(f).get("stage_seconds", {})
+    seconds.update(timings)
+    say("\nwriting figures and the report ...")
+    write_outputs(config, stages, tables, seconds)
+  say(f"\nreport: {report}\nresults: {results}\n"
+      f"total {time.perf_counter() - t_start:.1f} s")
+  logging.info("demo done")

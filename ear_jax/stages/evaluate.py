@@ -1,0 +1,73 @@
+"""Scores a finished stage-3 parser or stage-2 pseudo-label run on LLP."""
+# pylint: disable=invalid-name
+
+from __future__ import annotations
+
+import os
+
+from absl import logging
+import numpy as np
+
+from ear_jax import metrics as metrics_lib
+from ear_jax import pseudo_labels as pl_lib
+from ear_jax import trainer as trainer_lib
+from ear_jax.data import avvp
+from ear_jax.data import llp_features
+from ear_jax.stages import generate_pseudo_labels as stage2
+from ear_jax.stages import train_parser as stage3
+
+_GT_SPLITS = ("val", "test")
+
+
+def _score_parser(config, run_config, rec) -> tuple[dict, dict]:
+  make_model = stage3.model_factory(run_config)
+  graphdef, weights, step = stage2.restore_run(
+      config.run_workdir, run_config, make_model, config.checkpoint)
+  strict = (run_config.eval.strict if config.strict is None
+            else config.strict)
+  batch_size = config.eval_batch_size or run_config.eval_batch_size
+  predictor = stage3.make_predictor(
+      graphdef, stage3.load_inputs(run_config, rec.ids), batch_size)
+  scores = stage3.score(predictor, weights, rec, strict)
+  return scores, dict(checkpoint=config.checkpoint, step=step, strict=strict)
+
+
+def _score_pseudo_labels(config, rec) -> tuple[dict, dict]:
+  pl = pl_lib.read_stage2(
+      config.run_workdir, list(rec.ids), expect_classes=list(avvp.LLP_CLASSES),
+      expect_num_segments=stage3.NUM_SEGMENTS)
+  labels = [np.asarray(pl[k]).round().astype(np.uint8)
+            for k in ("a_label", "v_label")]
+  return stage2.gt_scores(*labels, rec), {}
+
+
+def run(config):
+  if config.split not in _GT_SPLITS:
+    raise ValueError(f"config.split={config.split!r}; expected one of"
+                     f" {_GT_SPLITS} (LLP has dense labels only there).")
+  run_config = stage2.read_run_config(
+      config.run_workdir, ("train_parser", "generate_pseudo_labels"))
+  # Paths given here win over the run's (the data may have moved).
+  with run_config.unlocked():
+    for key in ("llp_root", "llp_annotations_dir"):
+      if config.data.get(key):
+        run_config.data[key] = config.data[key]
+  if not run_config.data.get("llp_root"):
+    raise ValueError(f"{config.run_workdir}/config.json has no data.llp_root;"
+                     " set --config.data.llp_root.")
+  ann = llp_features.annotations_dir(run_config.data.llp_root,
+                                     run_config.data.get("llp_annotations_dir"))
+  rec = avvp.read_llp_split(ann, config.split)
+  trainer_lib.write_config(config.workdir, config)
+
+  if run_config.stage == "train_parser":
+    scores, extra = _score_parser(config, run_config, rec)
+  else:
+    scores, extra = _score_pseudo_labels(config, rec)
+  row = metrics_lib.write_eval_json(
+      os.path.join(config.workdir, "eval", f"{config.split}.json"), scores,
+      extra=dict(split=config.split, n_videos=len(rec.ids),
+                 run_workdir=os.path.abspath(config.run_workdir),
+                 run_stage=run_config.stage, **extra))
+  logging.info("%s on LLP %s:\n%s", config.run_workdir, config.split,
+               metrics_lib.format_table({run_config.stage: row}))

@@ -24,7 +24,9 @@ def get_config(arg=None):
   c = common.base(stage="parse")
   c.required = ("workdir", "parser_workdir", "features_root")
   c.parser_workdir = common.placeholder(str)  # a stage-3 workdir
-  c.checkpoint = "best"                        # "best" | "latest"
+  # "auto": best, or latest if val never improved (as stage 3 evaluates);
+  # "best" | "latest".
+  c.checkpoint = "auto"
   c.features_root = common.placeholder(str)
   c.ids = common.placeholder(str)  # "id1,id2"; None: every id with features
   # LLP CSV folder: if a video has dense labels there, plot GT beside it.

@@ -155,6 +155,7 @@ def test_parse_writes_schema_index_and_timelines(parsed_run):
                                                   "r2plus1d_18"])
   assert [v["video_id"] for v in index["videos"]] == ids and len(ids) >= 10
   assert index["model"] == "ear" and index["checkpoint_step"] == 3
+  assert index["checkpoint"] == "best"  # "auto" resolved
   gt = parse_lib.ground_truth(c.annotations_dir)
   assert sum(v["has_gt"] for v in index["videos"]) == len(gt) == 6
   classes = list(avvp.LLP_CLASSES)
@@ -206,3 +207,14 @@ def test_ground_truth_needs_a_split_csv(tmp_path):
   assert not parse_lib.ground_truth(None)
   with pytest.raises(FileNotFoundError, match="AVVP_val_pd.csv"):
     parse_lib.ground_truth(str(tmp_path))
+
+
+def test_resolve_checkpoint(tmp_path):
+  # pylint: disable=g-import-not-at-top
+  from ear_jax.stages import parse as parse_lib
+  assert parse_lib.resolve_checkpoint(str(tmp_path), "auto") == "latest"
+  (tmp_path / "best" / "12").mkdir(parents=True)
+  assert parse_lib.resolve_checkpoint(str(tmp_path), "auto") == "best"
+  assert parse_lib.resolve_checkpoint(str(tmp_path), "latest") == "latest"
+  with pytest.raises(ValueError, match="auto"):
+    parse_lib.resolve_checkpoint(str(tmp_path), "last")

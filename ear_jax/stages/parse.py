@@ -20,12 +20,29 @@ from ear_jax.stages import generate_pseudo_labels as s2_lib
 from ear_jax.stages import train_parser as s3_lib
 
 
-def load_parser(parser_workdir: str, which: str = "best"):
+def resolve_checkpoint(parser_workdir: str, which: str) -> str:
+  """"auto" -> "best", or "latest" when val never improved (no best/), as
+  train_parser's own final evaluation chooses; other values pass through."""
+  if which not in ("auto", "best", "latest"):
+    raise ValueError(f"checkpoint={which!r}; expected 'auto', 'best' or"
+                     " 'latest'.")
+  if which != "auto":
+    return which
+  best = os.path.join(parser_workdir, "best")
+  if os.path.isdir(best) and any(n.isdigit() for n in os.listdir(best)):
+    return "best"
+  logging.info("%s has no best checkpoint: using the latest one, as"
+               " train_parser's evaluation did.", parser_workdir)
+  return "latest"
+
+
+def load_parser(parser_workdir: str, which: str = "auto"):
   """(config, graphdef, weights, step) of a finished stage-3 run, rebuilt
   from its config.json exactly as train_parser built it."""
   cfg = s2_lib.read_run_config(parser_workdir, "train_parser")
   graphdef, weights, step = s2_lib.restore_run(
-      parser_workdir, cfg, s3_lib.model_factory(cfg), which)
+      parser_workdir, cfg, s3_lib.model_factory(cfg),
+      resolve_checkpoint(parser_workdir, which))
   # Restored onto one device; the predictor replicates over the whole mesh.
   weights = sharding_lib.put_replicated(weights, sharding_lib.make_mesh())
   return cfg, graphdef, weights, step
@@ -83,8 +100,8 @@ def ground_truth(annotations_dir: str | None) -> dict:
 
 def run(config) -> dict:
   """Parses the videos; returns the predictions (ids, probabilities, rows)."""
-  cfg, graphdef, weights, step = load_parser(config.parser_workdir,
-                                             config.checkpoint)
+  which = resolve_checkpoint(config.parser_workdir, config.checkpoint)
+  cfg, graphdef, weights, step = load_parser(config.parser_workdir, which)
   feature_set = cfg.data.features
   use_3d = cfg.model.get("use_3d_with_clip", False)
   if config.ids:
@@ -134,7 +151,7 @@ def run(config) -> dict:
   report_lib.write_json(
       os.path.join(config.workdir, "parsed", "index.json"),
       dict(parser_workdir=os.path.abspath(config.parser_workdir),
-           model=cfg.model.name, checkpoint=config.checkpoint,
+           model=cfg.model.name, checkpoint=which,
            checkpoint_step=step, features=feature_set,
            features_root=os.path.abspath(config.features_root),
            strict=bool(config.strict),

@@ -99,3 +99,13 @@ def test_on_device_segment_f1_matches_official_metric():
       np.moveaxis(gt, 1, 2).astype(np.uint8),
       np.moveaxis(gt, 1, 2).astype(np.uint8), per_video=True)
   np.testing.assert_allclose(seg, official["per_video"]["seg_av"], rtol=1e-6)
+
+
+def test_without_migration_only_av_terms_are_trained():
+  c = stage1_config.get_config("tiny")
+  c.migration.enabled = False
+  loss_cfg = pretrain_generator.generator_loss_config(c)
+  assert not loss_cfg.use_a and not loss_cfg.use_v
+  assert loss_cfg.use_av1 and loss_cfg.use_av2
+  c.migration.enabled = True
+  assert pretrain_generator.generator_loss_config(c).use_a

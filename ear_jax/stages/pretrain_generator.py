@@ -8,6 +8,7 @@ from absl import logging
 from flax import nnx
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from ear_jax import evaluator as evaluator_lib
@@ -65,6 +66,15 @@ def migrated_targets(batch, mig) -> dict:
   return targets
 
 
+def generator_loss_config(config) -> ml_collections.ConfigDict:
+  """config.loss; without migration there are no uni-modal targets (Table IV
+  "UWAV" and "EAR w/o LM" train on the AV terms only)."""
+  loss_cfg = ml_collections.ConfigDict(config.loss.to_dict())
+  if not config.migration.enabled:
+    loss_cfg.use_a = loss_cfg.use_v = False
+  return loss_cfg
+
+
 def segment_f1(pred_BxTxC: jax.Array, gt_BxTxC: jax.Array) -> jax.Array:
   """Per-video segment-level F of the official protocol (spec §5.6), [B].
 
@@ -97,11 +107,13 @@ def run(config):
     return models_lib.get_model("generator", config.model,
                                 rngs=nnx.Rngs(config.seed))
 
+  loss_cfg = generator_loss_config(config)
+
   def loss_fn(model, batch, key):
     out = model(batch, text_a, text_v, deterministic=False,
                 rngs=nnx.Rngs(dropout=key))
     targets = migrated_targets(batch, config.migration)
-    return losses_lib.generator_loss(out, batch, targets, config.loss)
+    return losses_lib.generator_loss(out, batch, targets, loss_cfg)
 
   graphdef = nnx.graphdef(nnx.eval_shape(make_model))
 

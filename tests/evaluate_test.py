@@ -45,7 +45,7 @@ def test_evaluate_reproduces_stage2_and_stage3_runs(tmp_path):
   # A cheap stage-3 run: HAN without dropout and mixup compiles fastest.
   s3 = stage3_config.get_config("tiny")
   s3.update(workdir=str(tmp_path / "s3"), pseudo_labels_dir=s2.workdir,
-            progress=False, total_epochs=1)
+            progress=False, total_epochs=1, checkpoint_every_epochs=1)
   s3.data.update(llp_root=llp_root, features="clip_clap")
   s3.model.update(name="han", dropout=0.0)
   s3.loss.use_mixup = False
@@ -63,6 +63,15 @@ def test_evaluate_reproduces_stage2_and_stage3_runs(tmp_path):
       assert got["run_stage"] == run.stage and got["n_videos"] == 8
   assert got["checkpoint"] == "best" and got["strict"] is True
   assert got["step"] == want["step"]
+
+  # The data root given here wins over the run's (moved data).
+  moved = str(tmp_path / "moved")
+  os.rename(llp_root, moved)
+  c = eval_cfg(tmp_path / "eval_moved", s2.workdir, "test")
+  c.data.llp_root = moved
+  evaluate.run(c)
+  _assert_same_scores(_read(os.path.join(c.workdir, "eval", "test.json")),
+                      _read(os.path.join(s2.workdir, "eval", "test.json")))
 
   with pytest.raises(ValueError, match="'val', 'test'"):
     evaluate.run(eval_cfg(tmp_path / "e", s3.workdir, "train"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 
 from absl import logging
-import numpy as np
 
 from ear_jax import metrics as metrics_lib
 from ear_jax import pseudo_labels as pl_lib
@@ -36,9 +35,7 @@ def _score_pseudo_labels(config, rec) -> tuple[dict, dict]:
   pl = pl_lib.read_stage2(
       config.run_workdir, list(rec.ids), expect_classes=list(avvp.LLP_CLASSES),
       expect_num_segments=stage3.NUM_SEGMENTS)
-  labels = [np.asarray(pl[k]).round().astype(np.uint8)
-            for k in ("a_label", "v_label")]
-  return stage2.gt_scores(*labels, rec), {}
+  return stage2.gt_scores(pl["a_label"], pl["v_label"], rec), {}
 
 
 def run(config):

@@ -16,6 +16,14 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# The end-to-end tests compile the same train steps several times (a run,
+# its interrupted twin, the resume): a persistent cache, shared by the xdist
+# workers of one session, compiles each once.
+jax.config.update(
+    "jax_compilation_cache_dir",
+    os.environ.get("EAR_JAX_TEST_CACHE", "/tmp/ear_jax_test_jax_cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

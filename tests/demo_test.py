@@ -195,10 +195,8 @@ def test_demo_config_variants():
     demo_config.get_config("tiny,full")
 
 
-@pytest.mark.skipif(not os.environ.get("EAR_JAX_SLOW_TESTS"),
-                    reason="real :tiny pipeline (minutes); set"
-                    " EAR_JAX_SLOW_TESTS=1")
 def test_demo_tiny_real_pipeline_then_parse(tmp_path, capsys):
+  """The real stage 1 -> 2 -> 3 chain on :tiny, then parse its output."""
   # pylint: disable=g-import-not-at-top
   from configs import parse as parse_config
   from ear_jax.stages import parse as parse_lib

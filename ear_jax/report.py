@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ear_jax import metrics as metrics_lib
+from ear_jax import writer as writer_lib
 
 MODALITIES = ("audio", "visual", "audio-visual")
 _COLS = ("A", "V", "AV", "Type", "Event")
@@ -22,21 +22,7 @@ _COLS = ("A", "V", "AV", "Type", "Event")
 # Files.
 
 
-def write_json(path: str, obj: Any) -> str:
-  """Atomic JSON write (indent 1), creating parent folders."""
-  parent = os.path.dirname(os.path.abspath(path))
-  os.makedirs(parent, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp.", suffix=".json", dir=parent)
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=1)
-      f.write("\n")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  return path
+write_json = writer_lib.write_json_atomic
 
 
 def load_scores(path: str, key: str | None = None) -> dict | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from typing import Any, Mapping
 
 import jax
@@ -58,12 +59,18 @@ def read_metrics(workdir: str, filename: str = "metrics.jsonl") -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
+def write_json_atomic(path: str, obj: Any) -> str:
   """Writes JSON to a temporary name beside `path`, then renames it."""
   parent = os.path.dirname(os.path.abspath(path))
   os.makedirs(parent, exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, default=_plain)
-    f.write("\n")
-  os.replace(tmp, path)
+  fd, tmp = tempfile.mkstemp(prefix=".tmp.", suffix=".json", dir=parent)
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(obj, f, indent=1, default=_plain)
+      f.write("\n")
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return path

@@ -1,6 +1,7 @@
 """Tests for parsed-event extraction (report.extract_events) and its JSON."""
 
 import json
+import os
 
 from hypothesis import given
 from hypothesis import settings
@@ -218,3 +219,33 @@ def test_resolve_checkpoint(tmp_path):
   assert parse_lib.resolve_checkpoint(str(tmp_path), "latest") == "latest"
   with pytest.raises(ValueError, match="auto"):
     parse_lib.resolve_checkpoint(str(tmp_path), "last")
+
+
+def test_parse_on_features_from_the_exporter(parsed_run, tmp_path, shared_dir):
+  """Raw video -> feature_export (HAN layout, tiny random nets) -> parse."""
+  # pylint: disable=g-import-not-at-top
+  from configs import export_han
+  from configs import parse as parse_config
+  from feature_export import common as export_common
+  c_parse, parse_lib, _ = parsed_run
+  videos = tmp_path / "videos"
+  videos.mkdir()
+  sample = shared_dir / "data" / "llp" / "sample" / "BjCEufrlXm4.mp4"
+  os.symlink(sample, videos / sample.name)
+  e = export_han.get_config("tiny")
+  e.workdir = str(tmp_path / "export_wd")
+  e.videos_dir = str(videos)
+  e.output_root = str(tmp_path / "feats")
+  e.progress = False
+  manifest = export_common.run(e)
+  assert manifest["counts"]["done"] == 1 and not manifest["failures"]
+  p = parse_config.get_config("tiny")
+  p.workdir = str(tmp_path / "parsed")
+  p.parser_workdir = c_parse.parser_workdir
+  p.features_root = e.output_root
+  out = parse_lib.run(p)
+  assert out["ids"] == ["BjCEufrlXm4"]
+  with open(tmp_path / "parsed" / "parsed" / "BjCEufrlXm4.json") as f:
+    parsed = json.load(f)
+  assert parsed["video_id"] == "BjCEufrlXm4" and parsed["num_segments"] == 10
+  assert os.path.exists(tmp_path / "parsed" / "timelines" / "BjCEufrlXm4.png")

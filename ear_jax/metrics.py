@@ -7,12 +7,11 @@ Numpy only. Arrays are [N, C, T] (video, class, segment), the official layout.
 from __future__ import annotations
 
 import functools
-import json
-import os
-import tempfile
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from ear_jax import jsonio
 
 AGGREGATE_KEYS = (
     "seg_a", "seg_v", "seg_av", "seg_type", "seg_event",
@@ -308,20 +307,7 @@ def write_eval_json(path, scores: Mapping[str, Any],
     raise ValueError(f"extra keys {clash} would overwrite metric values;"
                      " rename them.")
   row.update(extra)
-  path = os.fspath(path)
-  parent = os.path.dirname(os.path.abspath(path))
-  os.makedirs(parent, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
-                             suffix=".tmp", dir=parent)
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(row, f, indent=1, sort_keys=False)
-      f.write("\n")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  jsonio.write_json_atomic(path, row)
   return row
 
 

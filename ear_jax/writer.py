@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
 import os
-import tempfile
 from typing import Any, Mapping
 
 import jax
-import numpy as np
+
+from ear_jax import jsonio
 
 
-def _plain(value: Any) -> Any:
-  if isinstance(value, (np.generic, np.ndarray)):
-    value = value.item() if np.ndim(value) == 0 else value.tolist()
-  if isinstance(value, float) and not math.isfinite(value):
-    return str(value)
-  return value
+_plain = jsonio.plain
 
 
 class MetricWriter:
@@ -59,18 +53,4 @@ def read_metrics(workdir: str, filename: str = "metrics.jsonl") -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def write_json_atomic(path: str, obj: Any) -> str:
-  """Writes JSON to a temporary name beside `path`, then renames it."""
-  parent = os.path.dirname(os.path.abspath(path))
-  os.makedirs(parent, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp.", suffix=".json", dir=parent)
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=1, default=_plain)
-      f.write("\n")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  return path
+write_json_atomic = jsonio.write_json_atomic

@@ -13,15 +13,9 @@ import numpy as np
 import pytest
 
 from ear_jax import metrics as metrics_lib
+from ear_jax.data import avvp
 
-CLASSES = (
-    "Speech", "Car", "Cheering", "Dog", "Cat", "Frying_(food)",
-    "Basketball_bounce", "Fire_alarm", "Chainsaw", "Cello", "Banjo",
-    "Singing", "Chicken_rooster", "Violin_fiddle", "Vacuum_cleaner",
-    "Baby_laughter", "Accordion", "Lawn_mower", "Motorcycle", "Helicopter",
-    "Acoustic_guitar", "Telephone_bell_ringing", "Baby_cry_infant_cry",
-    "Blender", "Clapping",
-)
+CLASSES = tuple(avvp.LLP_CLASSES)
 CLS = {name: i for i, name in enumerate(CLASSES)}
 HYP = settings(max_examples=50, deadline=None, derandomize=True)
 

@@ -6,7 +6,8 @@ r"""Evaluate a finished stage-3 (parser) or stage-2 (pseudo-label) run on LLP.
       --config.run_workdir=/runs/s2 --config.split=val   # binary labels
 
 Stage-3 runs: the parser is rebuilt from <run_workdir>/config.json, its
-`checkpoint` ("best" | "latest") restored and scored. Stage-2 runs: the saved
+`checkpoint` ("auto": best/, or the latest when there is none | "best" |
+"latest") restored and scored. Stage-2 runs: the saved
 binary pseudo-labels are scored. Writes <workdir>/eval/<split>.json; the
 numbers equal the run's own eval/<split>.json. Expected: seconds.
 """
@@ -20,7 +21,7 @@ def get_config(arg=None):
   c.required = ("workdir", "run_workdir")
   c.run_workdir = common.placeholder(str)  # a stage-3 or stage-2 workdir
   c.split = "test"                         # "val" | "test" (dense GT)
-  c.checkpoint = "best"                    # stage-3 runs: "best" | "latest"
+  c.checkpoint = "auto"                    # stage-3: "auto" | "best" | "latest"
   # None: from the run's config.json (data.llp_root, eval.strict, ...).
   c.strict = common.placeholder(bool)      # None: the run's eval.strict
   c.eval_batch_size = common.placeholder(int)  # None: the run's

@@ -25,7 +25,9 @@ def get_config(arg=None):
   c.required = ("workdir", "generator_workdir", "data.llp_root")
   c.seed = 0  # only used to build the (then overwritten) generator
   c.generator_workdir = common.placeholder(str)  # a stage-1 workdir
-  c.checkpoint = "best"  # "best" (best UnAV-val Seg-av) | "latest"
+  # "auto": best/ (best UnAV-val Seg-av), or the latest checkpoint when
+  # there is none (:tiny runs rarely beat Seg-av 0) | "best" | "latest".
+  c.checkpoint = "auto"
   # R8: pseudo-labels from the dynamic logits z_a, z_v (EAR); the static
   # logits are scored as the zero-shot baseline either way.
   c.logits = "dynamic"  # "dynamic" | "static"

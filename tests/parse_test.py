@@ -212,13 +212,13 @@ def test_ground_truth_needs_a_split_csv(tmp_path):
 
 def test_resolve_checkpoint(tmp_path):
   # pylint: disable=g-import-not-at-top
-  from ear_jax.stages import parse as parse_lib
-  assert parse_lib.resolve_checkpoint(str(tmp_path), "auto") == "latest"
+  from ear_jax import runs as runs_lib
+  assert runs_lib.resolve_checkpoint(str(tmp_path), "auto") == "latest"
   (tmp_path / "best" / "12").mkdir(parents=True)
-  assert parse_lib.resolve_checkpoint(str(tmp_path), "auto") == "best"
-  assert parse_lib.resolve_checkpoint(str(tmp_path), "latest") == "latest"
+  assert runs_lib.resolve_checkpoint(str(tmp_path), "auto") == "best"
+  assert runs_lib.resolve_checkpoint(str(tmp_path), "latest") == "latest"
   with pytest.raises(ValueError, match="auto"):
-    parse_lib.resolve_checkpoint(str(tmp_path), "last")
+    runs_lib.resolve_checkpoint(str(tmp_path), "last")
 
 
 def test_parse_on_features_from_the_exporter(parsed_run, tmp_path, shared_dir):

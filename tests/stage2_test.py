@@ -7,6 +7,7 @@ costs ~40 s of CPU compile, and stage 2 does not care what the weights are.
 
 import json
 import os
+import shutil
 
 from flax import nnx
 import jax
@@ -19,6 +20,7 @@ from ear_jax import checkpoint as ckpt_lib
 from ear_jax import metrics as metrics_lib
 from ear_jax import models as models_lib
 from ear_jax import pseudo_labels as pl_lib
+from ear_jax import runs as runs_lib
 from ear_jax import train_state as ts_lib
 from ear_jax import trainer as trainer_lib
 from ear_jax.data import avvp
@@ -186,17 +188,24 @@ def test_stage2_rejects_a_non_generator_workdir(tmp_path, data_root):
 
 def test_restore_run_best_and_latest(tmp_path):
   s1 = save_untrained_generator(tmp_path / "s1", step=7, best_step=5)
-  cfg = stage2.read_run_config(s1.workdir, "pretrain_generator")
+  cfg = runs_lib.read_run_config(s1.workdir, "pretrain_generator")
   assert cfg.model.to_dict() == s1.model.to_dict()
   make_model = lambda: models_lib.get_model("generator", cfg.model,
                                             rngs=nnx.Rngs(0))
-  _, best, best_step = stage2.restore_run(s1.workdir, cfg, make_model, "best")
-  _, last, last_step = stage2.restore_run(s1.workdir, cfg, make_model,
-                                          "latest")
+  _, best, best_step, which = runs_lib.restore_run(s1.workdir, cfg,
+                                                   make_model, "auto")
+  assert which == "best"
+  _, last, last_step, _ = runs_lib.restore_run(s1.workdir, cfg, make_model,
+                                               "latest")
   assert (best_step, last_step) == (5, 7)
   for b, l in zip(jax.tree.leaves(best["params"]),
                   jax.tree.leaves(last["params"])):
     np.testing.assert_allclose(np.asarray(l) - np.asarray(b), 0.01,
                                atol=1e-6)
   with pytest.raises(ValueError, match="best"):
-    stage2.restore_run(s1.workdir, cfg, make_model, "newest")
+    runs_lib.restore_run(s1.workdir, cfg, make_model, "newest")
+  shutil.rmtree(os.path.join(s1.workdir, "best"))  # val never improved
+  with pytest.raises(FileNotFoundError, match="checkpoint=auto"):
+    runs_lib.restore_run(s1.workdir, cfg, make_model, "best")
+  *_, step, which = runs_lib.restore_run(s1.workdir, cfg, make_model, "auto")
+  assert (step, which) == (7, "latest")

@@ -36,6 +36,7 @@ ROWS = {
     "EAR": ("stage3/eval/{split}.json", None),
 }
 _DONE = ".complete.json"
+_COSMETIC = ("progress", "log_every_steps")
 # A stage restarts from scratch when a stage it reads ran in this call.
 DEPENDS_ON = {"stage2": ("stage1",), "stage3": ("stage2",),
               "stage3_han": ("stage2",)}
@@ -128,7 +129,12 @@ def _finished(cfg, done_file: str) -> bool:
   if not (os.path.exists(done_file) and os.path.exists(path)):
     return False
   with open(path) as f:
-    return json.load(f) == json.loads(cfg.to_json_best_effort())
+    saved = json.load(f)
+  current = json.loads(cfg.to_json_best_effort())
+  for k in _COSMETIC:  # progress bars and log cadence change no result
+    saved.pop(k, None)
+    current.pop(k, None)
+  return saved == current
 
 
 def _timelines(config, parsers: dict, fig_dir: str) -> dict:
@@ -141,7 +147,7 @@ def _timelines(config, parsers: dict, fig_dir: str) -> dict:
   ids = [rec.ids[i] for i in pick]
   inputs = s3_lib.load_inputs(cfg, ids)
   preds = {}
-  for c, graphdef, weights, _ in parsers.values():
+  for c, graphdef, weights, *_ in parsers.values():
     out = parse_lib.predict(graphdef, weights, inputs, c.eval_batch_size)
     preds[c.model.name.upper()] = metrics_lib.binarize_parser_outputs(
         out["global_prob"], out["a_logits"], out["v_logits"], c.eval.strict)
@@ -171,7 +177,7 @@ def figures(config) -> dict:
              if os.path.exists(os.path.join(w, name, "eval", "test.json"))}
   heatmaps, timelines = {}, {}
   if "stage3" in parsers:
-    _, graphdef, weights, _ = parsers["stage3"]
+    _, graphdef, weights, *_ = parsers["stage3"]
     adj = trainer_lib.merge(graphdef, weights).adjacencies()
     if adj:
       heatmaps = plots_lib.adjacency_heatmaps(

@@ -9,6 +9,7 @@ from absl import logging
 
 from ear_jax import metrics as metrics_lib
 from ear_jax import pseudo_labels as pl_lib
+from ear_jax import runs as runs_lib
 from ear_jax import trainer as trainer_lib
 from ear_jax.data import avvp
 from ear_jax.data import llp_features
@@ -20,7 +21,7 @@ _GT_SPLITS = ("val", "test")
 
 def _score_parser(config, run_config, rec) -> tuple[dict, dict]:
   make_model = stage3.model_factory(run_config)
-  graphdef, weights, step = stage2.restore_run(
+  graphdef, weights, step, which = runs_lib.restore_run(
       config.run_workdir, run_config, make_model, config.checkpoint)
   strict = (run_config.eval.strict if config.strict is None
             else config.strict)
@@ -28,7 +29,7 @@ def _score_parser(config, run_config, rec) -> tuple[dict, dict]:
   predictor = stage3.make_predictor(
       graphdef, stage3.load_inputs(run_config, rec.ids), batch_size)
   scores = stage3.score(predictor, weights, rec, strict)
-  return scores, dict(checkpoint=config.checkpoint, step=step, strict=strict)
+  return scores, dict(checkpoint=which, step=step, strict=strict)
 
 
 def _score_pseudo_labels(config, rec) -> tuple[dict, dict]:
@@ -42,7 +43,7 @@ def run(config):
   if config.split not in _GT_SPLITS:
     raise ValueError(f"config.split={config.split!r}; expected one of"
                      f" {_GT_SPLITS} (LLP has dense labels only there).")
-  run_config = stage2.read_run_config(
+  run_config = runs_lib.read_run_config(
       config.run_workdir, ("train_parser", "generate_pseudo_labels"))
   # Paths given here win over the run's (the data may have moved).
   with run_config.unlocked():

@@ -7,20 +7,16 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Callable
 
 from absl import logging
 from flax import nnx
-from ml_collections import config_dict
 import numpy as np
 
-from ear_jax import checkpoint as ckpt_lib
 from ear_jax import evaluator as evaluator_lib
 from ear_jax import metrics as metrics_lib
 from ear_jax import models as models_lib
 from ear_jax import pseudo_labels as pl_lib
-from ear_jax import sharding as sharding_lib
-from ear_jax import train_state as ts_lib
+from ear_jax import runs as runs_lib
 from ear_jax import trainer as trainer_lib
 from ear_jax import writer as writer_lib
 from ear_jax.data import avvp
@@ -29,41 +25,6 @@ from ear_jax.data import llp_features
 
 SPLITS = ("train", "val", "test")
 NUM_SEGMENTS = 10
-
-
-# ------------------------------------------------- shared with later stages
-def read_run_config(workdir: str, expect_stage: str | tuple[str, ...] = ()
-                    ) -> config_dict.ConfigDict:
-  """The resolved config.json of a finished run, as a ConfigDict."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path} not found: is {workdir!r} the workdir"
-                            " of an ear-jax run?")
-  with open(path) as f:
-    cfg = config_dict.ConfigDict(json.load(f))
-  expect = (expect_stage,) if isinstance(expect_stage, str) else expect_stage
-  if expect and cfg.get("stage") not in expect:
-    raise ValueError(f"{workdir} is a {cfg.get('stage')!r} run; expected a"
-                     f" workdir of stage {' or '.join(map(repr, expect))}.")
-  return cfg
-
-
-def restore_run(run_workdir: str, run_config, make_model: Callable[[], Any],
-                which: str, mesh=None) -> tuple[Any, dict, int]:
-  """(graphdef, {"params", "model_state"}, step) of a trained run.
-
-  The weights come back replicated over `mesh` (default: every device),
-  whatever the layout they were saved with.
-  """
-  tx, _ = trainer_lib.make_optimizer(run_config.optim, 1,
-                                     run_config.total_epochs)
-  graphdef, abstract = ts_lib.abstract_train_state(make_model, tx)
-  mesh = mesh if mesh is not None else sharding_lib.make_mesh()
-  abstract = ckpt_lib.abstract_with_sharding(
-      abstract, sharding_lib.replicated(mesh))
-  weights, meta = ckpt_lib.restore_from_workdir(run_workdir, abstract, which)
-  step = meta.get("best_step") if which == "best" else meta.get("step")
-  return graphdef, weights, int(step)
 
 
 def pl_dir(workdir: str) -> str:
@@ -91,15 +52,8 @@ def _load_generator(config, gen_config):
     return models_lib.get_model("generator", gen_config.model,
                                 rngs=nnx.Rngs(config.seed))
 
-  try:
-    return restore_run(config.generator_workdir, gen_config, make_model,
-                       config.checkpoint)
-  except FileNotFoundError as e:
-    if config.checkpoint != "best":
-      raise
-    raise FileNotFoundError(
-        f"{e} Stage 1 keeps best/ only once val Seg-av rose above 0; use"
-        " --config.checkpoint=latest for such a run.") from e
+  return runs_lib.restore_run(config.generator_workdir, gen_config,
+                              make_model, config.checkpoint)
 
 
 def _predict(config, graphdef, weights, splits):
@@ -180,7 +134,8 @@ def _log_tables(workdir: str) -> None:
 
 
 def run(config):
-  gen_config = read_run_config(config.generator_workdir, "pretrain_generator")
+  gen_config = runs_lib.read_run_config(config.generator_workdir,
+                                        "pretrain_generator")
   if config.logits not in ("dynamic", "static"):
     raise ValueError(f"config.logits={config.logits!r}; expected 'dynamic'"
                      " or 'static'.")
@@ -190,9 +145,9 @@ def run(config):
   ids = {s: list(splits[s].ids) for s in SPLITS}
   trainer_lib.write_config(config.workdir, config)
 
-  graphdef, weights, step = _load_generator(config, gen_config)
+  graphdef, weights, step, which = _load_generator(config, gen_config)
   source = dict(generator_workdir=os.path.abspath(config.generator_workdir),
-                checkpoint=config.checkpoint, checkpoint_step=step,
+                checkpoint=which, checkpoint_step=step,
                 logits=config.logits, model=gen_config.model.to_dict())
   if _up_to_date(config, source, ids):
     logging.info("%s is up to date (generator step %d, same ids): skipped.",
@@ -225,6 +180,6 @@ def run(config):
       weak={s: splits[s].weak for s in SPLITS},
       manifest=manifest)
   logging.info("stage 2: wrote %s (generator %s step %d)",
-               pl_dir(config.workdir), config.checkpoint, step)
+               pl_dir(config.workdir), which, step)
   _log_tables(config.workdir)
 

@@ -12,40 +12,21 @@ import tqdm
 from ear_jax import metrics as metrics_lib
 from ear_jax import plots as plots_lib
 from ear_jax import report as report_lib
-from ear_jax import sharding as sharding_lib
+from ear_jax import runs as runs_lib
 from ear_jax.data import avvp
 from ear_jax.data import features as features_lib
 from ear_jax.data import llp_features
-from ear_jax.stages import generate_pseudo_labels as s2_lib
 from ear_jax.stages import train_parser as s3_lib
 
 
-def resolve_checkpoint(parser_workdir: str, which: str) -> str:
-  """"auto" -> "best", or "latest" when val never improved (no best/), as
-  train_parser's own final evaluation chooses; other values pass through."""
-  if which not in ("auto", "best", "latest"):
-    raise ValueError(f"checkpoint={which!r}; expected 'auto', 'best' or"
-                     " 'latest'.")
-  if which != "auto":
-    return which
-  best = os.path.join(parser_workdir, "best")
-  if os.path.isdir(best) and any(n.isdigit() for n in os.listdir(best)):
-    return "best"
-  logging.info("%s has no best checkpoint: using the latest one, as"
-               " train_parser's evaluation did.", parser_workdir)
-  return "latest"
-
-
 def load_parser(parser_workdir: str, which: str = "auto"):
-  """(config, graphdef, weights, step) of a finished stage-3 run, rebuilt
-  from its config.json exactly as train_parser built it."""
-  cfg = s2_lib.read_run_config(parser_workdir, "train_parser")
-  graphdef, weights, step = s2_lib.restore_run(
-      parser_workdir, cfg, s3_lib.model_factory(cfg),
-      resolve_checkpoint(parser_workdir, which))
-  # Restored onto one device; the predictor replicates over the whole mesh.
-  weights = sharding_lib.put_replicated(weights, sharding_lib.make_mesh())
-  return cfg, graphdef, weights, step
+  """(config, graphdef, weights, step, checkpoint) of a finished stage-3
+  run, rebuilt from its config.json exactly as train_parser built it;
+  `checkpoint` is the one "auto" resolved to."""
+  cfg = runs_lib.read_run_config(parser_workdir, "train_parser")
+  graphdef, weights, step, which = runs_lib.restore_run(
+      parser_workdir, cfg, s3_lib.model_factory(cfg), which)
+  return cfg, graphdef, weights, step, which
 
 
 def predict(graphdef, weights, inputs: dict, batch_size: int) -> dict:
@@ -100,8 +81,8 @@ def ground_truth(annotations_dir: str | None) -> dict:
 
 def run(config) -> dict:
   """Parses the videos; returns the predictions (ids, probabilities, rows)."""
-  which = resolve_checkpoint(config.parser_workdir, config.checkpoint)
-  cfg, graphdef, weights, step = load_parser(config.parser_workdir, which)
+  cfg, graphdef, weights, step, which = load_parser(config.parser_workdir,
+                                                    config.checkpoint)
   feature_set = cfg.data.features
   use_3d = cfg.model.get("use_3d_with_clip", False)
   if config.ids:

@@ -1,0 +1,81 @@
+"""Finished runs as inputs to later stages: their config.json and weights.
+
+Stage 2 restores stage 1, stage 3 reads stage 2's files, and evaluate /
+parse restore stage 3; they all go through these three functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+from absl import logging
+from ml_collections import config_dict
+
+from ear_jax import checkpoint as ckpt_lib
+from ear_jax import sharding as sharding_lib
+from ear_jax import train_state as ts_lib
+from ear_jax import trainer as trainer_lib
+
+CHOICES = ("auto", "best", "latest")
+
+
+def read_run_config(workdir: str, expect_stage: str | tuple[str, ...] = ()
+                    ) -> config_dict.ConfigDict:
+  """The resolved config.json of a finished run, as a ConfigDict."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} not found: is {workdir!r} the workdir"
+                            " of an ear-jax run?")
+  with open(path) as f:
+    cfg = config_dict.ConfigDict(json.load(f))
+  expect = (expect_stage,) if isinstance(expect_stage, str) else expect_stage
+  if expect and cfg.get("stage") not in expect:
+    raise ValueError(f"{workdir} is a {cfg.get('stage')!r} run; expected a"
+                     f" workdir of stage {' or '.join(map(repr, expect))}.")
+  return cfg
+
+
+def resolve_checkpoint(run_workdir: str, which: str) -> str:
+  """"auto" -> "best", or "latest" when validation never improved (a run
+  keeps best/ only once its metric rose above its start, e.g. not after two
+  :tiny epochs), as the run's own final evaluation chooses. "best" and
+  "latest" pass through."""
+  if which not in CHOICES:
+    raise ValueError(f"checkpoint={which!r}; expected one of {CHOICES}.")
+  if which != "auto":
+    return which
+  best = os.path.join(run_workdir, "best")
+  if os.path.isdir(best) and any(n.isdigit() for n in os.listdir(best)):
+    return "best"
+  logging.info("%s has no best checkpoint: using the latest one.",
+               run_workdir)
+  return "latest"
+
+
+def restore_run(run_workdir: str, run_config, make_model: Callable[[], Any],
+                which: str, mesh=None) -> tuple[Any, dict, int, str]:
+  """(graphdef, {"params", "model_state"}, step, checkpoint) of a run.
+
+  `which` is "auto" | "best" | "latest"; `checkpoint` is the one restored.
+  The weights come back replicated over `mesh` (default: every device),
+  whatever the layout they were saved with.
+  """
+  which = resolve_checkpoint(run_workdir, which)
+  tx, _ = trainer_lib.make_optimizer(run_config.optim, 1,
+                                     run_config.total_epochs)
+  graphdef, abstract = ts_lib.abstract_train_state(make_model, tx)
+  mesh = mesh if mesh is not None else sharding_lib.make_mesh()
+  abstract = ckpt_lib.abstract_with_sharding(
+      abstract, sharding_lib.replicated(mesh))
+  try:
+    weights, meta = ckpt_lib.restore_from_workdir(run_workdir, abstract, which)
+  except FileNotFoundError as e:
+    if which != "best":
+      raise
+    raise FileNotFoundError(
+        f"{e} A run keeps best/ only once its validation metric improved;"
+        " use --config.checkpoint=auto (or latest) for such a run.") from e
+  step = meta.get("best_step") if which == "best" else meta.get("step")
+  return graphdef, weights, int(step), which

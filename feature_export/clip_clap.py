@@ -226,7 +226,13 @@ class Exporter:
         x = self.pre["clap"](chunks, sampling_rate=rate, return_tensors="np")
         rows = {"input_features": np.asarray(x["input_features"], np.float32)}
         if "is_longer" in x:
-          rows["is_longer"] = np.asarray(x["is_longer"])
+          # With fusion, HF (like LAION-CLAP's training code) flags one random
+          # clip as "longer" when none is: a training trick that makes
+          # export non-deterministic. A 1-s chunk is longer than the model's
+          # window only if that window is under 1 s; decide it from that.
+          window = getattr(self.pre["clap"], "nb_max_samples", None)
+          longer = window is not None and rate > window
+          rows["is_longer"] = np.full(np.shape(x["is_longer"]), longer)
         prep.inputs["clap"] = rows
       except Exception as e:  # pylint: disable=broad-except
         prep.errors["clap"] = common.reason_of(e)

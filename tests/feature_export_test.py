@@ -3,11 +3,9 @@
 Every model is tiny and randomly initialised here; nothing is downloaded.
 """
 
-import fractions
 import json
 import os
 import shutil
-import string
 
 import numpy as np
 import pytest
@@ -23,6 +21,7 @@ import jax
 from flax import nnx
 from torch import nn
 
+import export_fixtures
 from configs import export_clip_clap
 from configs import export_han
 from ear_jax import config_lib
@@ -40,42 +39,7 @@ SAMPLE_ID = "BjCEufrlXm4"
 
 
 # ----------------------------------------------------------------------------
-# Synthetic clips.
-
-
-def write_clip(path, seconds, fps, audio=True, size=(64, 48), rate=44100,
-               audio_seconds=None):
-  """An MPEG-4 clip whose 8 column bands spell the frame index in binary."""
-  with av.open(os.fspath(path), "w") as c:
-    vs = c.add_stream("mpeg4", rate=fractions.Fraction(fps).limit_denominator(
-        1001))
-    vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
-    vs.options = {"qscale": "2"}
-    if audio:
-      astream = c.add_stream("aac", rate=rate, layout="stereo")
-    n = int(round(seconds * fps))
-    for i in range(n):
-      img = np.zeros((size[1], size[0], 3), np.uint8)
-      for bit in range(8):
-        if (i >> bit) & 1:
-          img[:, bit * size[0] // 8:(bit + 1) * size[0] // 8] = 255
-      for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-        c.mux(p)
-    for p in vs.encode():
-      c.mux(p)
-    if audio:
-      total = int((audio_seconds or seconds) * rate)
-      wave = (0.5 * np.sin(2 * np.pi * 440 * np.arange(total) / rate))
-      both = np.stack([wave, wave]).astype(np.float32)
-      for s in range(0, total, 1024):
-        fr = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(both[:, s:s + 1024]), format="fltp",
-            layout="stereo")
-        fr.sample_rate, fr.pts = rate, s
-        for p in astream.encode(fr):
-          c.mux(p)
-      for p in astream.encode():
-        c.mux(p)
+# Synthetic clips (export_fixtures.write_clip).
 
 
 def _frame_index(rgb_HxWx3):
@@ -87,9 +51,10 @@ def _frame_index(rgb_HxWx3):
 def videos_dir(tmp_path_factory, shared_dir):
   d = tmp_path_factory.mktemp("videos")
   shutil.copy(shared_dir / "data/llp/sample" / f"{SAMPLE_ID}.mp4", d)
-  write_clip(d / "clip24.mp4", 3.0, 24)
-  write_clip(d / "clip30.mp4", 3.0, 30)
-  write_clip(d / "noaudio.mp4", 3.0, 30000 / 1001, audio=False)
+  export_fixtures.write_clip(d / "clip24.mp4", 3.0, 24)
+  export_fixtures.write_clip(d / "clip30.mp4", 3.0, 30)
+  export_fixtures.write_clip(d / "noaudio.mp4", 3.0, 30000 / 1001,
+                             audio=False)
   return d
 
 
@@ -127,7 +92,8 @@ def test_audio_mono_resampled_and_padded(videos_dir):
 
 
 def test_short_audio_stream_is_a_failure_not_silence(tmp_path):
-  write_clip(tmp_path / "short.mp4", 3.0, 25, audio_seconds=1.0)
+  export_fixtures.write_clip(tmp_path / "short.mp4", 3.0, 25,
+                             audio_seconds=1.0)
   info = decode.probe(os.fspath(tmp_path / "short.mp4"))
   c = export_clip_clap.get_config("tiny,dataset=unav")
   T, pad = common.segment_plan(c, info)
@@ -188,65 +154,9 @@ def test_vggish_log_mel_front_end():
 # Tiny Hugging Face CLIP / CLAP, built offline.
 
 
-def _write_bpe(d, vocab):
-  d.mkdir(parents=True, exist_ok=True)
-  (d / "vocab.json").write_text(json.dumps(vocab))
-  (d / "merges.txt").write_text("#version: 0.2\n")
-
-
 @pytest.fixture(scope="module")
 def hf_models(tmp_path_factory):
-  root = tmp_path_factory.mktemp("hf")
-  torch.manual_seed(0)
-  chars = string.ascii_lowercase + string.digits + string.punctuation
-  # CLIP: letters as BPE units (no merges), eos id 1, projection 768.
-  clip_dir = root / "clip"
-  vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-  for ch in chars:
-    vocab.setdefault(ch, len(vocab))
-    vocab.setdefault(ch + "</w>", len(vocab))
-  _write_bpe(clip_dir, vocab)
-  tok = transformers.CLIPTokenizer.from_pretrained(clip_dir)
-  cfg = transformers.CLIPConfig(
-      text_config=dict(vocab_size=len(vocab), hidden_size=16,
-                       intermediate_size=32, num_hidden_layers=1,
-                       num_attention_heads=2, max_position_embeddings=128,
-                       bos_token_id=0, eos_token_id=1, pad_token_id=1),
-      vision_config=dict(hidden_size=16, intermediate_size=32,
-                         num_hidden_layers=1, num_attention_heads=2,
-                         image_size=32, patch_size=8),
-      projection_dim=768)
-  transformers.CLIPModel(cfg).save_pretrained(clip_dir)
-  ip_cls = getattr(transformers, "CLIPImageProcessorPil",
-                   transformers.CLIPImageProcessor)
-  ip_cls(size={"shortest_edge": 32},
-         crop_size={"height": 32, "width": 32}).save_pretrained(clip_dir)
-  tok.save_pretrained(clip_dir)
-  # CLAP: RoBERTa byte-level units, fused HTSAT, 1-s extractor window.
-  clap_dir = root / "clap"
-  vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
-  for ch in chars:
-    vocab.setdefault(ch, len(vocab))
-    vocab.setdefault("\u0120" + ch, len(vocab))
-  _write_bpe(clap_dir, vocab)
-  tok = transformers.RobertaTokenizer.from_pretrained(clap_dir)
-  cfg = transformers.ClapConfig(
-      text_config=dict(vocab_size=len(vocab), hidden_size=16,
-                       intermediate_size=32, num_hidden_layers=1,
-                       num_attention_heads=2, max_position_embeddings=130,
-                       projection_dim=512),
-      audio_config=dict(hidden_size=32, patch_embeds_hidden_size=16,
-                        depths=[1, 1], num_attention_heads=[2, 2],
-                        window_size=4, spec_size=128, num_mel_bins=64,
-                        enable_fusion=True, projection_dim=512,
-                        projection_hidden_size=32),
-      projection_dim=512)
-  transformers.ClapModel(cfg).save_pretrained(clap_dir)
-  transformers.ClapFeatureExtractor(
-      feature_size=64, sampling_rate=48000, max_length_s=1,
-      truncation="fusion", padding="repeatpad").save_pretrained(clap_dir)
-  tok.save_pretrained(clap_dir)
-  return clip_dir, clap_dir
+  return export_fixtures.write_tiny_hf_models(tmp_path_factory.mktemp("hf"))
 
 
 def _clip_clap_config(videos_dir, out, hf_models, **kw):
@@ -327,6 +237,21 @@ def test_clip_clap_llp_fixed_ten_segments(videos_dir, hf_models, tmp_path):
   # Segments 3..9 of the 3-s clip all show its last frame.
   np.testing.assert_allclose(x[0, 3:], np.broadcast_to(x[0, 3], (7, 768)),
                              atol=1e-6)
+
+
+def test_clap_export_is_deterministic(videos_dir, hf_models, tmp_path):
+  """No random "longer" chunk (HF's fusion training trick): two exports of
+  the same videos are equal."""
+  out = []
+  for run in ("a", "b"):
+    c = _clip_clap_config(videos_dir, tmp_path / run, hf_models,
+                          features=("clap",))
+    common.run(c)
+    out.append({vid: np.load(features.feature_path(tmp_path / run / "UnAV",
+                                                   "clap", vid))
+                for vid in (SAMPLE_ID, "clip24", "clip30")})
+  for vid, x in out[0].items():
+    np.testing.assert_array_equal(x, out[1][vid], err_msg=vid)
 
 
 def test_clip_clap_missing_models_are_clear_errors(videos_dir, tmp_path,

@@ -1,0 +1,119 @@
+"""Helpers shared by the feature-export tests: synthetic clips, tiny HF models.
+
+Not a test module: the tests that use it import torch / transformers / av
+with pytest.importorskip first, so this module imports them lazily.
+"""
+
+import fractions
+import json
+import os
+import pathlib
+import string
+
+import numpy as np
+
+# pylint: disable=g-import-not-at-top
+
+
+def write_clip(path, seconds, fps, audio=True, size=(64, 48), rate=44100,
+               audio_seconds=None):
+  """An MPEG-4 clip whose 8 column bands spell the frame index in binary."""
+  import av
+  with av.open(os.fspath(path), "w") as c:
+    vs = c.add_stream("mpeg4", rate=fractions.Fraction(fps).limit_denominator(
+        1001))
+    vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
+    vs.options = {"qscale": "2"}
+    if audio:
+      astream = c.add_stream("aac", rate=rate, layout="stereo")
+    n = int(round(seconds * fps))
+    for i in range(n):
+      img = np.zeros((size[1], size[0], 3), np.uint8)
+      for bit in range(8):
+        if (i >> bit) & 1:
+          img[:, bit * size[0] // 8:(bit + 1) * size[0] // 8] = 255
+      for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+        c.mux(p)
+    for p in vs.encode():
+      c.mux(p)
+    if audio:
+      total = int((audio_seconds or seconds) * rate)
+      wave = (0.5 * np.sin(2 * np.pi * 440 * np.arange(total) / rate))
+      both = np.stack([wave, wave]).astype(np.float32)
+      for s in range(0, total, 1024):
+        fr = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(both[:, s:s + 1024]), format="fltp",
+            layout="stereo")
+        fr.sample_rate, fr.pts = rate, s
+        for p in astream.encode(fr):
+          c.mux(p)
+      for p in astream.encode():
+        c.mux(p)
+
+
+def _write_bpe(d, vocab):
+  d.mkdir(parents=True, exist_ok=True)
+  (d / "vocab.json").write_text(json.dumps(vocab))
+  (d / "merges.txt").write_text("#version: 0.2\n")
+
+
+def write_tiny_hf_models(root):
+  """Tiny random CLIP and CLAP saved as local Hugging Face dirs, offline.
+
+  The projection widths are the real checkpoints' (CLIP 768, CLAP 512): the
+  feature layouts (ear_jax.data.features.SEGMENT_FEATURES) and the stage-1
+  generator fix them. Returns (clip_dir, clap_dir).
+  """
+  import torch
+  import transformers
+  root = pathlib.Path(root)
+  torch.manual_seed(0)
+  chars = string.ascii_lowercase + string.digits + string.punctuation
+  # CLIP: letters as BPE units (no merges), eos id 1, projection 768.
+  clip_dir = root / "clip"
+  vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+  for ch in chars:
+    vocab.setdefault(ch, len(vocab))
+    vocab.setdefault(ch + "</w>", len(vocab))
+  _write_bpe(clip_dir, vocab)
+  tok = transformers.CLIPTokenizer.from_pretrained(clip_dir)
+  cfg = transformers.CLIPConfig(
+      text_config=dict(vocab_size=len(vocab), hidden_size=16,
+                       intermediate_size=32, num_hidden_layers=1,
+                       num_attention_heads=2, max_position_embeddings=128,
+                       bos_token_id=0, eos_token_id=1, pad_token_id=1),
+      vision_config=dict(hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2,
+                         image_size=32, patch_size=8),
+      projection_dim=768)
+  transformers.CLIPModel(cfg).save_pretrained(clip_dir)
+  ip_cls = getattr(transformers, "CLIPImageProcessorPil",
+                   transformers.CLIPImageProcessor)
+  ip_cls(size={"shortest_edge": 32},
+         crop_size={"height": 32, "width": 32}).save_pretrained(clip_dir)
+  tok.save_pretrained(clip_dir)
+  # CLAP: RoBERTa byte-level units, fused HTSAT, 1-s extractor window.
+  clap_dir = root / "clap"
+  vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
+  for ch in chars:
+    vocab.setdefault(ch, len(vocab))
+    vocab.setdefault("\u0120" + ch, len(vocab))
+  _write_bpe(clap_dir, vocab)
+  tok = transformers.RobertaTokenizer.from_pretrained(clap_dir)
+  cfg = transformers.ClapConfig(
+      text_config=dict(vocab_size=len(vocab), hidden_size=16,
+                       intermediate_size=32, num_hidden_layers=1,
+                       num_attention_heads=2, max_position_embeddings=130,
+                       projection_dim=512),
+      audio_config=dict(hidden_size=32, patch_embeds_hidden_size=16,
+                        depths=[1, 1], num_attention_heads=[2, 2],
+                        window_size=4, spec_size=128, num_mel_bins=64,
+                        enable_fusion=True, projection_dim=512,
+                        projection_hidden_size=32),
+      projection_dim=512)
+  transformers.ClapModel(cfg).save_pretrained(clap_dir)
+  transformers.ClapFeatureExtractor(
+      feature_size=64, sampling_rate=48000, max_length_s=1,
+      truncation="fusion", padding="repeatpad").save_pretrained(clap_dir)
+  tok.save_pretrained(clap_dir)
+  return clip_dir, clap_dir

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from configs import stage3 as stage3_config
+from ear_jax import checkpoint as ckpt_lib
 from ear_jax import metrics as metrics_lib
 from ear_jax import pseudo_labels as pl_lib
 from ear_jax import writer as writer_lib
@@ -99,6 +100,48 @@ def test_train_parser_end_to_end(tmp_path, llp, name, features, full_loss):
   if best > 0:
     assert val["checkpoint"] == "best"
     assert val["seg_type"] == pytest.approx(best)
+
+
+def test_stage3_kill_and_rerun_ends_like_uninterrupted(tmp_path, llp,
+                                                       monkeypatch, caplog):
+  """The same command after a kill resumes to the same final metrics."""
+  def config(name):
+    c = tiny_config(tmp_path / name, *llp, "han", "clip_clap")
+    c.checkpoint_every_epochs = 1
+    return c
+
+  full = config("full")
+  train_parser.run(full)
+
+  class Killed(Exception):
+    pass
+
+  original = ckpt_lib.Checkpointer.save
+
+  def save_then_die(self, step, state, meta):
+    original(self, step, state, meta)
+    self.wait()
+    raise Killed()  # right after the first checkpoint (end of epoch 1)
+
+  monkeypatch.setattr(ckpt_lib.Checkpointer, "save", save_then_die)
+  part = config("part")
+  with pytest.raises(Killed):
+    train_parser.run(part)
+  assert not os.path.exists(os.path.join(part.workdir, "eval", "test.json"))
+  monkeypatch.setattr(ckpt_lib.Checkpointer, "save", original)
+  with caplog.at_level("INFO"):
+    train_parser.run(part)  # the same command again
+  assert "resumed from step" in caplog.text  # not a fresh start
+  for split in ("val", "test"):
+    a = _read(os.path.join(full.workdir, "eval", f"{split}.json"))
+    b = _read(os.path.join(part.workdir, "eval", f"{split}.json"))
+    for key in metrics_lib.AGGREGATE_KEYS + ("step", "checkpoint"):
+      assert a[key] == b[key], (split, key)
+  rows = lambda c: [r for r in writer_lib.read_metrics(c.workdir)
+                    if "train/loss" in r]
+  assert [r["step"] for r in rows(part)] == [r["step"] for r in rows(full)]
+  np.testing.assert_allclose([r["train/loss"] for r in rows(part)],
+                             [r["train/loss"] for r in rows(full)], rtol=1e-6)
 
 
 def _copy(src, dst):

@@ -75,7 +75,33 @@ _SIGMA = {"clap": 0.08, "vggish": 0.08, "clip": 0.12, "r2plus1d_18": 0.12,
           "res152": 0.3}
 _AUDIO_SPACES = ("clap", "vggish")
 _TEXT_NOISE = 5.0  # latent noise of the class-name embeddings (AUC ~0.9)
+# Share of that noise that is phrasing, fresh per dataset; the rest belongs to
+# the class (as the CLIP text embeddings of "Dog" and "dog barking" are close),
+# so a generator trained on UnAV text learns something that transfers to LLP.
+_TEXT_PHRASING = 0.2
 _TEXT_GAP = 1.0  # shared offset of all text embeddings
+# Per-segment evidence of an event fluctuates (motion, occlusion, quiet
+# moments): amplitude * clip(1 + _JITTER * N(0, 1)), and a _FAINT share of
+# its segments carry only 10-30% of it. Annotations still mark them, so
+# temporal context is needed to get them right.
+_JITTER = 0.3
+_FAINT = 0.1
+# Classes that tend to share an LLP video (music, crowds, babies, animals,
+# engines, kitchens, alarms): each further class of a video comes from a
+# scene of its first class with probability _SCENE_P, which gives a class
+# graph (ERM) real co-occurrence to learn.
+_LLP_SCENES = (
+    ("Singing", "Acoustic_guitar", "Banjo", "Violin_fiddle", "Cello",
+     "Accordion"),
+    ("Speech", "Cheering", "Clapping", "Basketball_bounce"),
+    ("Speech", "Baby_laughter", "Baby_cry_infant_cry"),
+    ("Speech", "Dog", "Cat", "Chicken_rooster"),
+    ("Car", "Motorcycle", "Helicopter", "Speech"),
+    ("Lawn_mower", "Chainsaw", "Dog"),
+    ("Frying_(food)", "Blender", "Vacuum_cleaner", "Speech"),
+    ("Telephone_bell_ringing", "Fire_alarm", "Speech"),
+)
+_SCENE_P = 0.7
 _YOUTUBE_ALPHABET = (
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 )
@@ -126,6 +152,9 @@ class _World:
         lat[idx] = _unit(math.sqrt(_GROUP_RHO) * g
                          + math.sqrt(1 - _GROUP_RHO) * lat[idx])
       self.proto[m] = lat
+    rng_text = _rng(seed, 7)
+    self.text_offset = {m: _unit(rng_text.standard_normal(
+        (len(names), _D_LATENT))) for m in ("a", "v")}
     self._seed = seed
     self._spaces = {}
 
@@ -146,10 +175,17 @@ class _World:
     return "a" if space in _AUDIO_SPACES else "v"
 
   def text(self, rng, space: str, latents: np.ndarray) -> np.ndarray:
-    """Class-name embeddings: normalise(prototype + noise + shared gap)."""
+    """Class-name embeddings: normalise(prototype + noise + shared gap).
+
+    The noise mixes the latent's own text offset with fresh phrasing noise.
+    """
     proj, _, gap = self.space(space)
-    lat = self.proto[self.modality(space)][latents]
-    noise = _unit(rng.standard_normal(lat.shape)) * _TEXT_NOISE
+    m = self.modality(space)
+    lat = self.proto[m][latents]
+    noise = _unit(
+        math.sqrt(1 - _TEXT_PHRASING) * self.text_offset[m][latents]
+        + math.sqrt(_TEXT_PHRASING) * _unit(rng.standard_normal(lat.shape))
+    ) * _TEXT_NOISE
     emb = (lat + noise).astype(np.float32) @ proj + gap
     return _unit(emb)
 
@@ -201,6 +237,14 @@ def _random_ids(rng, n: int) -> list[str]:
   return ids
 
 
+def _evidence(rng, amp, n: int) -> np.ndarray:
+  """Per-segment amplitudes of an n-segment run (see _JITTER, _FAINT)."""
+  amp_n = amp * np.clip(1.0 + _JITTER * rng.standard_normal(n), 0.2, 1.6)
+  faint = rng.random(n) < _FAINT
+  amp_n[faint] *= rng.uniform(0.1, 0.3, int(faint.sum()))
+  return amp_n.astype(np.float32)
+
+
 def _run(rng, T, min_len, max_len):
   length = int(rng.integers(min_len, min(max_len, T) + 1))
   s = int(rng.integers(0, T - length + 1))
@@ -217,7 +261,17 @@ def _llp_video(rng, world, T=avvp_lib.LLP_NUM_SEGMENTS):
   num = int(rng.choice([1, 2, 3], p=[0.4, 0.5, 0.1]))
   p = np.full(len(avvp_lib.LLP_CLASSES), 0.7 / 24)
   p[0] = 0.3  # Speech is the most common LLP class
-  classes = rng.choice(len(p), num, replace=False, p=p)
+  classes = [int(rng.choice(len(p), p=p))]
+  name = avvp_lib.LLP_CLASSES[classes[0]]
+  scenes = [sc for sc in _LLP_SCENES if name in sc]
+  while len(classes) < num:
+    free = [avvp_lib.LLP_CLASSES.index(n) for n in
+            (scenes[int(rng.integers(len(scenes)))] if scenes else ())]
+    free = [c for c in free if c not in classes]
+    if not free or rng.random() >= _SCENE_P:
+      free = [c for c in range(len(p)) if c not in classes]
+    q = p[free] / p[free].sum()
+    classes.append(int(free[int(rng.choice(len(free), p=q))]))
   rows = []
   for c in classes:
     modality = str(rng.choice(["av", "a", "v"], p=[0.5, 0.35, 0.15]))
@@ -233,7 +287,8 @@ def _llp_video(rng, world, T=avvp_lib.LLP_NUM_SEGMENTS):
     for m in ("a", "v"):
       if m in modality:
         for s_m, e_m in runs[m]:
-          video.add(m, world.llp_latent[c], s_m, e_m, amp)
+          video.add(m, world.llp_latent[c], s_m, e_m,
+                    _evidence(rng, amp, e_m - s_m))
           rows.append((m, int(c), s_m, e_m))
   return video, sorted(set(int(c) for c in classes)), rows
 
@@ -379,7 +434,11 @@ def _unav_video(rng, world, duration):
     t = np.arange(s, e)
     cover = (np.minimum(end, t + 1) - np.maximum(start, t)) / (
         np.minimum(duration, t + 1) - t)
-    video.add("av", k, s, e, rng.uniform(0.7, 1.3) * (0.5 + 0.5 * cover))
+    amp = rng.uniform(0.7, 1.3) * (0.5 + 0.5 * cover)
+    for m in ("a", "v"):  # the two modalities fluctuate independently
+      video.amp[m][s:e, k] = np.maximum(
+          video.amp[m][s:e, k], _evidence(rng, amp, e - s))
+    video.events.append(("av", k, s, e))
     annotations.append({"segment": [start, end],
                         "label": avvp_lib.UNAV_CLASSES[k], "label_id": k})
     av_classes.append(k)
@@ -390,7 +449,7 @@ def _unav_video(rng, world, duration):
       k = int(rng.integers(0, len(avvp_lib.UNAV_CLASSES)))
     s, e = _run(rng, T, 2, 6)
     video.add(str(rng.choice(["a", "v"], p=[0.6, 0.4])), k, s, e,
-              rng.uniform(0.7, 1.3))
+              _evidence(rng, rng.uniform(0.7, 1.3), e - s))
   return video, annotations
 
 

@@ -8,7 +8,8 @@ same pseudo-labels, and prints the test metrics in the paper's layout: the
 baselines (weak labels in every segment, zero-shot CLIP/CLAP filtered by the
 weak labels, the stage-2 pseudo-labels) once, each parser as the mean over
 seeds, then Seg/Evt Type@AV as mean +- std and one JSON line. Extra demo
-overrides: `--demo_arg=tiny` (a quick check) and `--test_clips=N`.
+overrides: `--demo_arg=tiny` (a quick check), `--test_clips=N` and
+`--synthetic_seed=S` (another synthetic world).
 """
 
 import argparse
@@ -38,9 +39,12 @@ def main():
   ap.add_argument("--seeds", type=int, default=3)
   ap.add_argument("--demo_arg", default=None, help="e.g. tiny")
   ap.add_argument("--test_clips", type=int, default=300)
+  ap.add_argument("--synthetic_seed", type=int, default=0,
+                  help="another synthetic world (the demo's is 0)")
   args = ap.parse_args()
   config = demo_config.get_config(args.demo_arg)
   config.workdir = args.workdir
+  config.synthetic.seed = args.synthetic_seed
   n_train, n_val, _ = config.synthetic.num_llp
   config.synthetic.num_llp = (n_train, n_val, args.test_clips)
   config.progress = False

@@ -16,8 +16,8 @@ stage configs' own variants (`small` here, `tiny` for :tiny, paper sizes for
 :full) skips the synthetic set.
 The synthetic set takes ~0.9 GB (default; ResNet-152 frames dominate), ~2
 GB for :full. Numbers on synthetic data only show that the pipeline works.
-Expected on 2 CPU cores: default ~5.5 min (data 7 s, stage 1 65 s, stage 2
-5 s, EAR 127 s, HAN 117 s); test Avg EAR 87.2, HAN 85.6, pseudo-labels
+Expected on 2 CPU cores: default 5.6 min (data 7 s, stage 1 66 s, stage 2
+5 s, EAR 123 s, HAN 114 s); test Avg EAR 87.2, HAN 85.6, pseudo-labels
 87.4, zero-shot 75.4, weak 47.1 (300 test clips; over seeds see
 benchmarks/parser_comparison.py).
 :tiny ~3-5 min (XLA compiles dominate); :full not measured yet (GPU).

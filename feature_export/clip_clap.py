@@ -102,13 +102,7 @@ class Exporter:
     self.config = config
     torch = _torch()
     self.torch = torch
-    feats = config.features
-    feats = tuple(feats.split(",")) if isinstance(feats, str) else tuple(feats)
-    bad = [f for f in feats if f not in FEATURES]
-    if bad or not feats:
-      raise ValueError(f"config.features={feats}; expected a subset of"
-                       f" {FEATURES}")
-    self.features = feats
+    self.features = feats = common.parse_features(config.features, FEATURES)
     self.classes, self.classes_source = common.class_names(config.classes)
     if config.device == "auto":
       device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -13,12 +13,12 @@ import os
 import pathlib
 import time
 import traceback
-import uuid
 from typing import Any, Callable, Iterator
 
 from absl import logging
 import numpy as np
 
+from ear_jax import jsonio
 from ear_jax.data import avvp as avvp_lib
 from ear_jax.data import features as features_lib
 from feature_export import decode as decode_lib
@@ -87,6 +87,15 @@ def list_videos(config) -> list[tuple[str, str]]:
   if config.limit:
     out = out[: config.limit]
   return out
+
+
+def parse_features(value, valid: tuple[str, ...]) -> tuple[str, ...]:
+  """config.features ("a,b" or a sequence) -> a non-empty tuple of `valid`."""
+  feats = tuple(value.split(",")) if isinstance(value, str) else tuple(value)
+  bad = [f for f in feats if f not in valid]
+  if bad or not feats:
+    raise ValueError(f"config.features={feats}; expected a subset of {valid}")
+  return feats
 
 
 def class_names(spec: str) -> tuple[list[str], str]:
@@ -275,18 +284,6 @@ class RowBatcher:
 # The loop.
 
 
-def write_json_atomic(path, obj) -> None:
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-  try:
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-  except BaseException:
-    tmp.unlink(missing_ok=True)
-    raise
-
-
 def read_manifest(path) -> dict[str, Any]:
   path = pathlib.Path(path)
   if not path.is_file():
@@ -311,7 +308,7 @@ def export(config, exporter) -> dict[str, Any]:
   root = pathlib.Path(config.output_root)
   root.mkdir(parents=True, exist_ok=True)
   if config.get("workdir"):
-    write_json_atomic(pathlib.Path(config.workdir) / "config.json",
+    jsonio.write_json_atomic(pathlib.Path(config.workdir) / "config.json",
                       json.loads(config.to_json_best_effort()))
   manifest_path = root / MANIFEST.format(exporter.name)
   previous = read_manifest(manifest_path)
@@ -403,10 +400,10 @@ def export(config, exporter) -> dict[str, Any]:
     for b in batchers.values():
       b.flush()
   except BaseException:
-    write_json_atomic(manifest_path, manifest(complete=False))
+    jsonio.write_json_atomic(manifest_path, manifest(complete=False))
     raise
   result = manifest(complete=True)
-  write_json_atomic(manifest_path, result)
+  jsonio.write_json_atomic(manifest_path, result)
   counts = result["counts"]
   failed = [f["id"] for f in result["failures"]]
   summary = (f"{exporter.name}: {counts['done']} exported, {counts['skipped']}"

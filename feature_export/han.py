@@ -128,13 +128,7 @@ class Exporter:
     self.config = c = config
     jax.config.update("jax_default_matmul_precision",
                       c.get("matmul_precision", "default"))
-    feats = c.features
-    feats = tuple(feats.split(",")) if isinstance(feats, str) else tuple(feats)
-    bad = [f for f in feats if f not in FEATURES]
-    if bad or not feats:
-      raise ValueError(f"config.features={feats}; expected a subset of"
-                       f" {FEATURES}")
-    self.features = feats
+    self.features = feats = common.parse_features(c.features, FEATURES)
     if c.vggish_postprocess not in POSTPROCESS:
       raise ValueError(f"config.vggish_postprocess={c.vggish_postprocess!r};"
                        f" expected one of {POSTPROCESS}")

@@ -10,6 +10,7 @@ from ml_collections import config_dict
 import numpy as np
 import pytest
 
+import generator_test
 from ear_jax import losses as losses_lib
 from ear_jax.models import generator as generator_lib
 
@@ -195,27 +196,8 @@ def test_generator_loss_padding_invariance():
 
 
 def test_generator_loss_gradient_finite_through_model():
-  # The dims of generator_test.py, so a shared worker reuses compiled ops.
-  cfg = config_dict.ConfigDict(
-      dict(
-          asymmetric=True,
-          clip_dim=12,
-          clap_dim=8,
-          proj_hidden=32,
-          hidden_dim=16,
-          num_layers=1,
-          num_heads=2,
-          ffn_dim=32,
-          dropout=0.3,
-          logit_scale_a=3.2912,
-          logit_scale_v=4.6052,
-          static_mode="frozen_zeroshot",
-          static_logit_scale_a=None,
-          static_logit_scale_v=None,
-          identical_layer_init=False,
-          dtype="float32",
-      )
-  )
+  # generator_test.py's tiny config (one layer): a shared worker reuses ops.
+  cfg = generator_test._cfg(num_layers=1)  # pylint: disable=protected-access
   model = generator_lib.Generator(cfg, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(model)
   r = np.random.default_rng(0)

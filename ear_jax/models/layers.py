@@ -202,11 +202,8 @@ class FeedForward(nnx.Module):
     return self.linear2(h).astype(jnp.float32)
 
 
-class EncoderLayer(nnx.Module):
-  """PyTorch TransformerEncoderLayer, post-LN, ReLU.
-
-  x = LN(x + Drop(MHA(x))); x = LN(x + Drop(FFN(x))).
-  """
+class CrossAttentionUnit(nnx.Module):
+  """h = LN(q + Drop(MCA(q, kv))); out = LN(h + Drop(FFN(h))), post-LN."""
 
   def __init__(self, dim, num_heads, ffn_dim, *, dropout=0.0, dtype=None, rngs):
     self.rate = dropout
@@ -221,38 +218,26 @@ class EncoderLayer(nnx.Module):
     self.dropout = nnx.Dropout(dropout)
 
   def __call__(
-      self, x_BxTxD, mask=None, *, deterministic: bool, rngs=None
-  ) -> jax.Array:
-    check_rngs(deterministic, rngs, self.rate, "EncoderLayer")
-    kw = dict(deterministic=deterministic, rngs=rngs)
-    h = self.attn(x_BxTxD, x_BxTxD, mask, **kw)
-    x = self.norm1(x_BxTxD + self.dropout(h, **kw))
-    return self.norm2(x + self.dropout(self.ffn(x, **kw), **kw))
-
-
-class CrossAttentionUnit(nnx.Module):
-  """h = LN(q + Drop(MCA(q, kv))); out = LN(h + Drop(FFN(h)))."""
-
-  def __init__(self, dim, num_heads, ffn_dim, *, dropout=0.0, dtype=None, rngs):
-    self.rate = dropout
-    self.cross_attn = MultiHeadAttention(
-        dim, num_heads, dropout=dropout, dtype=dtype, rngs=rngs
-    )
-    self.ffn = FeedForward(
-        dim, ffn_dim, dropout=dropout, dtype=dtype, rngs=rngs
-    )
-    self.norm1 = layer_norm(dim, rngs=rngs)
-    self.norm2 = layer_norm(dim, rngs=rngs)
-    self.dropout = nnx.Dropout(dropout)
-
-  def __call__(
       self, q_BxQxD, kv_BxKxD, mask=None, *, deterministic: bool, rngs=None
   ) -> jax.Array:
-    check_rngs(deterministic, rngs, self.rate, "CrossAttentionUnit")
+    check_rngs(deterministic, rngs, self.rate, type(self).__name__)
     kw = dict(deterministic=deterministic, rngs=rngs)
-    h = self.cross_attn(q_BxQxD, kv_BxKxD, mask, **kw)
+    h = self.attn(q_BxQxD, kv_BxKxD, mask, **kw)
     h = self.norm1(q_BxQxD + self.dropout(h, **kw))
     return self.norm2(h + self.dropout(self.ffn(h, **kw), **kw))
+
+
+class EncoderLayer(CrossAttentionUnit):
+  """PyTorch TransformerEncoderLayer, post-LN, ReLU: the unit with kv = q.
+
+  x = LN(x + Drop(MHA(x))); x = LN(x + Drop(FFN(x))).
+  """
+
+  def __call__(  # pytype: disable=signature-mismatch
+      self, x_BxTxD, mask=None, *, deterministic: bool, rngs=None
+  ) -> jax.Array:
+    return super().__call__(x_BxTxD, x_BxTxD, mask,
+                            deterministic=deterministic, rngs=rngs)
 
 
 class DecoderLayer(nnx.Module):

@@ -201,33 +201,22 @@ class EARParser(nnx.Module):
     blk = dict(dropout=cfg.dropout, dtype=dtype)
     identical = getattr(cfg, "identical_layer_init", False)
 
-    def encoder_stack(n):
+    def stack(layer_cls, n):  # EncoderLayer | CrossAttentionUnit
       return layers_lib.stack_layers(
-          lambda r: layers_lib.EncoderLayer(
-              d, cfg.num_heads, cfg.ffn_dim, rngs=r, **blk
-          ),
+          lambda r: layer_cls(d, cfg.num_heads, cfg.ffn_dim, rngs=r, **blk),
           n,
           identical=identical,
           rngs=rngs,
       )
 
-    def unit_stack(n):
-      return layers_lib.stack_layers(
-          lambda r: layers_lib.CrossAttentionUnit(
-              d, cfg.num_heads, cfg.ffn_dim, rngs=r, **blk
-          ),
-          n,
-          identical=identical,
-          rngs=rngs,
-      )
-
+    enc, unit = layers_lib.EncoderLayer, layers_lib.CrossAttentionUnit
     self.proj = han_lib.Projections(cfg, in_dim_a, in_dim_v, rngs=rngs)
     # Steps 1-2 (AMDF). Each attribute is assigned once (None if unused).
     temporal = cfg.amdf in ("asymmetric", "msa_mca")
-    self.enc_a = encoder_stack(cfg.temporal_layers) if temporal else None
-    self.enc_v = encoder_stack(cfg.temporal_layers) if temporal else None
-    self.fuse_a = unit_stack(cfg.fusion_layers) if temporal else None
-    self.fuse_v = unit_stack(cfg.fusion_layers) if temporal else None
+    self.enc_a = stack(enc, cfg.temporal_layers) if temporal else None
+    self.enc_v = stack(enc, cfg.temporal_layers) if temporal else None
+    self.fuse_a = stack(unit, cfg.fusion_layers) if temporal else None
+    self.fuse_v = stack(unit, cfg.fusion_layers) if temporal else None
     self.han = (
         han_lib.HANEncoder(cfg, cfg.han_layers, rngs=rngs)
         if cfg.amdf == "han"
@@ -268,7 +257,7 @@ class EARParser(nnx.Module):
     self.readout_norm_a = layers_lib.layer_norm(d, rngs=rngs) if nodes else None
     self.readout_norm_v = layers_lib.layer_norm(d, rngs=rngs) if nodes else None
     self.direct = (
-        encoder_stack(cfg.erm_layers) if cfg.erm == "attention_direct" else None
+        stack(enc, cfg.erm_layers) if cfg.erm == "attention_direct" else None
     )
     self.dropout = nnx.Dropout(cfg.dropout)
     self.head = han_lib.MMILHead(d, C, dtype=dtype, rngs=rngs)

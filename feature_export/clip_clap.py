@@ -56,8 +56,9 @@ def _load(kind: str, path: str | None, flag: str):
   if not path:
     raise ValueError(
         f"--config.{flag} is unset: point it at a local copy of the"
-        f" Hugging Face {kind.upper()} checkpoint ({HUB_NAMES[kind]}, e.g."
-        " `huggingface-cli download <name> --local-dir DIR`)"
+        f" Hugging Face {kind.upper()} checkpoint, e.g. `hf download"
+        f" {HUB_NAMES[kind]} --local-dir DIR` (the `hf` command of"
+        f" huggingface_hub >= 0.34), then --config.{flag}=DIR."
     )
   if not os.path.isdir(path):
     raise FileNotFoundError(

@@ -41,6 +41,7 @@ FREE = {"evaluate": ("split", "checkpoint", "strict", "eval_batch_size"),
         "demo": "*"}
 # Files a run leaves; a workdir holding one of them but no config.json is
 # not an empty workdir.
+_MISSING = "<not recorded>"
 _RUN_FILES = ("checkpoints", "best", "metrics.jsonl", "LLP_Dataset", "eval")
 
 
@@ -93,10 +94,9 @@ def differences(recorded: Mapping, requested: Mapping,
     skip = set(IGNORED) | set(free)
     keys = sorted(k for k in set(a) | set(b) if k not in skip)
     recorded, requested = a, b
-  missing = "<not recorded>"
-  return {k: (recorded.get(k, missing), requested.get(k, missing))
+  return {k: (recorded.get(k, _MISSING), requested.get(k, _MISSING))
           for k in keys
-          if recorded.get(k, missing) != requested.get(k, missing)}
+          if recorded.get(k, _MISSING) != requested.get(k, _MISSING)}
 
 
 def check_config(config) -> dict[str, tuple[Any, Any]]:
@@ -126,7 +126,10 @@ def check_config(config) -> dict[str, tuple[Any, Any]]:
     return {}
   lines = "\n".join(f"  {k}: recorded {a!r}, requested {b!r}"
                     for k, (a, b) in diff.items())
-  changing = [k for k in diff if k not in HARMLESS]
+  # A field added (or removed) by another ear-jax version than the run's
+  # changes none of its numbers by itself.
+  changing = [k for k, (a, b) in diff.items()
+              if k not in HARMLESS and _MISSING not in (a, b)]
   head = (f"{workdir} holds a {config.stage!r} run made with another config"
           f" ({path}):\n{lines}\n")
   if changing:
@@ -137,7 +140,8 @@ def check_config(config) -> dict[str, tuple[Any, Any]]:
   if not config.get("override_config", False):
     raise WorkdirError(
         head + "These change no result if they point at the same data and"
-        " runs (moved) or only split the work differently. Re-run with"
+        " runs (moved), only split the work differently or are fields of"
+        " another ear-jax version. Re-run with"
         " --config.override_config=True to accept them, or use a new"
         " --config.workdir.")
   logging.warning("%s: accepting changed %s (override_config=True).",

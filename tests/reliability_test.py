@@ -190,6 +190,17 @@ def test_cosmetic_changes_pass_harmless_ones_need_override(tmp_path):
   assert recorded["data"]["unav_root"] == "/moved/UnAV"
 
 
+def test_fields_of_another_version_need_override(tmp_path):
+  _claim(_stage1(tmp_path))
+  recorded = json.loads((tmp_path / "config.json").read_text())
+  del recorded["matmul_precision"]  # a field this run's version lacked
+  (tmp_path / "config.json").write_text(json.dumps(recorded))
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match="matmul_precision: recorded '<not recorded>'"):
+    _claim(_stage1(tmp_path))
+  _claim(_stage1(tmp_path, override_config=True))
+
+
 def test_evaluate_workdir_takes_every_split(tmp_path):
   c = _get("eval")
   c.workdir, c.run_workdir, c.split = str(tmp_path), "/runs/s3", "val"

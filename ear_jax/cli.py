@@ -21,6 +21,8 @@ import jax
 from ml_collections import config_flags
 
 from ear_jax import config_lib
+from ear_jax import validate as validate_lib
+from ear_jax import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Stage config file, e.g. configs/stage1.py:tiny.",
@@ -44,8 +46,7 @@ STAGES = {
 # PyTorch with TF32 on); "high" and "highest" are full float32. On TPU,
 # "default" is one bfloat16 pass, "high" three (about float32 accuracy),
 # "highest" six (float32). The others name the algorithm directly.
-MATMUL_PRECISIONS = ("default", "high", "highest", "bfloat16",
-                     "tensorfloat32", "float32")
+MATMUL_PRECISIONS = validate_lib.MATMUL_PRECISIONS
 
 
 def default_cache_dir() -> str:
@@ -111,15 +112,33 @@ def main(argv):
     )
   try:
     config_lib.check_required(config)
+    validate_lib.check(config)  # before any data is loaded
     runtime = setup_runtime(config)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   if config.get("distributed", False):
-    jax.distributed.initialize()
+    try:
+      jax.distributed.initialize()
+    except (ValueError, RuntimeError) as e:
+      raise app.UsageError(
+          f"--config.distributed=True: jax.distributed.initialize() failed"
+          f" ({e}). Launch every process under a job manager (SLURM, Open"
+          " MPI, Kubernetes, Cloud TPU), or use --config.distributed=False."
+      ) from e
+  try:
+    validate_lib.check_devices(config, jax.device_count())
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   logging.info("stage %s, workdir %s, %s", config.stage, config.workdir,
                runtime)
   module, fn = STAGES[config.stage].split(":")
-  getattr(importlib.import_module(module), fn)(config)
+  run_stage = getattr(importlib.import_module(module), fn)
+  # Refuses a busy workdir or one of an incompatible run before writing.
+  try:
+    with workdir_lib.claim(config, primary=jax.process_index() == 0):
+      run_stage(config)
+  except workdir_lib.WorkdirError as e:
+    raise SystemExit(f"error: {e}") from e
 
 
 def run():

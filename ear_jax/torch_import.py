@@ -255,11 +255,11 @@ def _parser_uwav(r: _Reader, opts) -> tuple[dict, Flat]:
     model.update(
         visual_proj="linear" if n_proj == 1 else "mlp",
         **({"visual_proj_hidden": dims[0][1]} if n_proj == 2 else {}))
-    features, use_3d = _features_of(r.source, in_a, dims[0][0] - 512, 512)
+    inputs = (in_a, dims[0][0] - 512, 512)
   else:  # main.py --use_clip_clap_feat: CLIP enters the encoder unprojected
     r.ignore("fc_fusion.")
     model.update(visual_proj="none")
-    features, use_3d = _features_of(r.source, in_a, d, None)
+    inputs = (in_a, d, None)
   n, ffn = _han_layers(r, "hat_encoder", out)
   if opts["pre_norm"]:
     for m in ("a", "v"):
@@ -270,7 +270,7 @@ def _parser_uwav(r: _Reader, opts) -> tuple[dict, Flat]:
   model.update(hidden_dim=d, ffn_dim=ffn, han_layers=n,
                han_norm="pre" if opts["pre_norm"] else "post",
                han_update="sequential", identical_layer_init=True)
-  return dict(model=model, features=features, use_3d=use_3d), out
+  return dict(model=model, inputs=inputs), out
 
 
 def _parser_mmil(r: _Reader, opts, eccv20: bool) -> tuple[dict, Flat]:
@@ -281,7 +281,6 @@ def _parser_mmil(r: _Reader, opts, eccv20: bool) -> tuple[dict, Flat]:
   in_2d, _ = _linear(r, "fc_v", ("proj", "visual_2d"), out)
   in_3d, _ = _linear(r, "fc_st", ("proj", "visual_3d"), out)
   _linear(r, "fc_fusion", ("proj", "fusion"), out)
-  features, use_3d = _features_of(r.source, in_a, in_2d, in_3d)
   n, ffn = _han_layers(r, "hat_encoder", out)
   if eccv20:
     # Built by MMIL_Net but never called in its forward (norm=None).
@@ -299,7 +298,7 @@ def _parser_mmil(r: _Reader, opts, eccv20: bool) -> tuple[dict, Flat]:
                han_norm="pre" if opts["pre_norm"] else "post",
                han_update="eccv20" if eccv20 else "sequential",
                mmil_att_hidden=0, identical_layer_init=True)
-  return dict(model=model, features=features, use_3d=use_3d), out
+  return dict(model=model, inputs=(in_a, in_2d, in_3d)), out
 
 
 def _generator_uwav(r: _Reader, opts) -> tuple[dict, Flat]:
@@ -361,17 +360,32 @@ def _check_source(source: str) -> None:
         + "\n".join(f"  {k}: {v[0]}" for k, v in SOURCES.items()))
 
 
+def map_state_dict(source: str, sd: Mapping[str, np.ndarray],
+                   pre_norm: bool = False) -> tuple[dict, Flat]:
+  """(architecture, {ear-jax param path: array}) of a state dict.
+
+  architecture: dict(model=config.model fields, inputs=(audio, visual 2D,
+  visual 3D or None) input widths) for parsers. Also maps gradients: any
+  dict with the state dict's keys and shapes.
+  """
+  _check_source(source)
+  if pre_norm and source not in ("uwav_han", "valor_han"):
+    raise CheckpointImportError(
+        f"config.pre_norm=True: source={source!r} has no pre-norm variant"
+        " (only uwav_han and valor_han).")
+  r = _Reader(sd, source)
+  arch, flat = _CONVERTERS[source](r, dict(pre_norm=bool(pre_norm)))
+  r.check_all_used()
+  return arch, flat
+
+
 def run_config_for(source: str, sd: Mapping[str, np.ndarray], base,
                    num_heads: int | None = None, pre_norm: bool = False):
   """(run config, flat params) of `sd`: `base` (stage-1 or stage-3 config)
   with config.model (and data.features) set to the source architecture."""
-  _check_source(source)
-  if pre_norm and source not in ("uwav_han", "valor_han"):
-    raise CheckpointImportError(f"config.pre_norm=True: source={source!r} has no"
-                       " pre-norm variant (only uwav_han and valor_han).")
-  r = _Reader(sd, source)
-  arch, flat = _CONVERTERS[source](r, dict(pre_norm=bool(pre_norm)))
-  r.check_all_used()
+  arch, flat = map_state_dict(source, sd, pre_norm)
+  if source in PARSER_SOURCES:
+    arch["features"], arch["use_3d"] = _features_of(source, *arch["inputs"])
   heads = int(num_heads or SOURCES[source][1])
   d = arch["model"]["hidden_dim"]
   if d % heads:

@@ -109,8 +109,8 @@ class _Reader:
     if key not in self.sd:
       raise CheckpointImportError(
           f"source={self.source!r}: the checkpoint has no parameter {key!r}"
-          f" (it has {_sample(self.sd)}). Is it a"
-          f" {SOURCES[self.source][0]} state dict? Pick the matching"
+          f" (it has {_sample(self.sd)}). Is it a state dict of"
+          f" {SOURCES[self.source][0]}? Pick the matching"
           f" --config.source (one of {sorted(SOURCES)}).")
     x = self.sd[key]
     if ndim is not None and x.ndim != ndim:

@@ -443,7 +443,7 @@ def uwav_han_synthetic(root: str) -> None:
   seed, sizes = 0, (48, 16, 24)
   with tempfile.TemporaryDirectory() as tmp:
     synthetic.write_synthetic(tmp, seed=seed, num_llp=sizes,
-                              num_unav=(4, 2, 2), clip_clap_features=False)
+                              num_unav=(4, 2, 2))
     llp = os.path.join(tmp, "LLP")
 
     def load(split):

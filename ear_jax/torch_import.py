@@ -23,7 +23,7 @@ import numpy as np
 from ear_jax import checkpoint as ckpt_lib
 from ear_jax import models as models_lib
 from ear_jax import train_state as ts_lib
-from ear_jax import trainer as trainer_lib
+from ear_jax import workdir as workdir_lib
 from ear_jax.data import avvp
 from ear_jax.data import llp_features
 
@@ -399,6 +399,8 @@ def run_config_for(source: str, sd: Mapping[str, np.ndarray], base,
       cfg.model.name = "han"
       cfg.model.use_3d_with_clip = arch["use_3d"]
       cfg.data.features = arch["features"]
+      # The source's own evaluation: UWAV `> 0.5`, HAN / VALOR `>= 0.5`.
+      cfg.eval.strict = source == "uwav_han"
   return cfg, flat
 
 
@@ -463,29 +465,38 @@ def _sha256(path: str) -> str:
 
 
 def write_run(workdir: str, run_cfg, weights: dict, meta: dict) -> None:
-  """config.json + best/0 written to a temporary sibling, then renamed."""
+  """best/0 (orbax) then config.json of the run, into a new workdir.
+
+  The workdir may hold what launch.py's claim left there (.lock and the
+  import config) or the best/ of an import that died; anything else is
+  refused. config.json, written last and atomically, marks it complete.
+  """
   workdir = os.path.abspath(workdir)
-  if os.path.exists(workdir) and os.listdir(workdir):
+  os.makedirs(workdir, exist_ok=True)
+  recorded = workdir_lib.read_recorded(workdir)
+  others = set(os.listdir(workdir)) - {workdir_lib.LOCK, workdir_lib.CONFIG}
+  unfinished = (recorded is not None and recorded["stage"] == "import_torch"
+                and others <= {"best"})
+  if (recorded is not None and not unfinished) or (recorded is None
+                                                   and others):
     raise FileExistsError(
-        f"workdir {workdir} is not empty; import into a new directory (an"
+        f"workdir {workdir} is not empty (it holds"
+        f" {sorted(os.listdir(workdir))}); import into a new directory (an"
         " imported run is never merged into an existing one).")
-  tmp = f"{workdir}.importing-{os.getpid()}"
+  shutil.rmtree(os.path.join(workdir, "best"), ignore_errors=True)
+  tmp = os.path.join(workdir, f".importing-{os.getpid()}")
   shutil.rmtree(tmp, ignore_errors=True)
   try:
-    with run_cfg.unlocked():
-      run_cfg.workdir = workdir
-    trainer_lib.write_config(tmp, run_cfg)
     ckpt = ckpt_lib.Checkpointer(tmp)
     ckpt.save_best(0, weights, meta)
     ckpt.wait()
     ckpt.close()
-    shutil.rmtree(os.path.join(tmp, "checkpoints"), ignore_errors=True)
-    if os.path.isdir(workdir):
-      os.rmdir(workdir)
-    os.replace(tmp, workdir)
-  except BaseException:
+    os.replace(os.path.join(tmp, "best"), os.path.join(workdir, "best"))
+  finally:
     shutil.rmtree(tmp, ignore_errors=True)
-    raise
+  with run_cfg.unlocked():
+    run_cfg.workdir = workdir
+  workdir_lib.write_config(run_cfg)
 
 
 def run(config):

@@ -19,6 +19,8 @@ from configs import stage2 as stage2_config
 from configs import stage3
 from ear_jax import metrics as metrics_lib
 from ear_jax import torch_import
+from ear_jax import validate as validate_lib
+from ear_jax import workdir as workdir_lib
 from ear_jax.data import avvp
 from ear_jax.data import synthetic
 from ear_jax.stages import evaluate as evaluate_stage
@@ -45,10 +47,13 @@ def save_pt(path, sd) -> str:
 
 
 def import_run(workdir, checkpoint, source, **overrides):
+  """As launch.py runs it: validated, inside the workdir claim."""
   c = import_config.get_config()
   c.workdir, c.checkpoint, c.source = str(workdir), str(checkpoint), source
   c.update(overrides)
-  torch_import.run(c)
+  validate_lib.check(c)
+  with workdir_lib.claim(c):
+    torch_import.run(c)
   return str(workdir)
 
 
@@ -76,6 +81,7 @@ def test_imported_uwav_han_evaluates_to_the_reference_metrics(
     cfg = json.load(f)
   assert cfg["stage"] == "train_parser" and cfg["model"]["name"] == "han"
   assert cfg["imported"]["source"] == "uwav_han"
+  assert cfg["eval"]["strict"] is True  # UWAV's `> 0.5`
   c = eval_config.get_config()
   c.workdir, c.run_workdir, c.split = str(tmp_path / "e"), run, "test"
   evaluate_stage.run(c)
@@ -165,6 +171,8 @@ def test_pre_norm_only_where_the_source_has_it():
   sd, _ = fixture("han_eccv20")
   with pytest.raises(ValueError, match="has no pre-norm variant"):
     _convert("han_eccv20", sd, pre_norm=True)
+  cfg, _, _ = torch_import.convert("han_eccv20", sd, stage3.get_config())
+  assert cfg.eval.strict is False  # the HAN code's `>= 0.5`
 
 
 def test_wrong_class_count(uwav_sd):
@@ -198,10 +206,20 @@ def test_wrapped_and_data_parallel_state_dicts():
 
 def test_non_empty_workdir_is_refused(tmp_path, uwav_sd):
   (tmp_path / "w").mkdir()
-  (tmp_path / "w" / "config.json").write_text("{}")
+  (tmp_path / "w" / "notes.txt").write_text("mine")
   pt = save_pt(tmp_path / "c.pt", uwav_sd)
   with pytest.raises(FileExistsError, match="is not empty"):
     import_run(tmp_path / "w", pt, "uwav_han", num_heads=4)
+  run = import_run(tmp_path / "new", pt, "uwav_han", num_heads=4)
+  with pytest.raises(workdir_lib.WorkdirError, match="'train_parser' run"):
+    import_run(run, pt, "uwav_han", num_heads=4)  # imported once
+
+
+def test_config_validation_names_the_source_field():
+  c = import_config.get_config()
+  c.workdir, c.checkpoint, c.source = "/tmp/w", "x.pt", "uwav_hann"
+  with pytest.raises(ValueError, match="--config.source='uwav_hann'"):
+    validate_lib.check(c)
 
 
 def test_missing_torch_names_the_extra(monkeypatch, tmp_path):

@@ -18,6 +18,7 @@ import os
 from absl import app
 from absl import logging
 import jax
+from jax.experimental.compilation_cache import compilation_cache
 from ml_collections import config_flags
 
 from ear_jax import config_lib
@@ -98,6 +99,8 @@ def setup_runtime(config) -> dict:
         "jax_persistent_cache_min_compile_time_secs",
         float(config.get("compilation_cache_min_compile_secs", 1.0)),
     )
+    # Takes effect even if this process compiled something already.
+    compilation_cache.reset_cache()
   return dict(matmul_precision=precision, compilation_cache_dir=cache)
 
 

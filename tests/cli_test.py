@@ -8,6 +8,7 @@ import sys
 import tomllib
 
 import jax
+from jax.experimental.compilation_cache import compilation_cache
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ def restore_jax_config():
   yield
   for k, v in saved.items():
     jax.config.update(k, v)
+  compilation_cache.reset_cache()
 
 
 def _config(**fields):

@@ -32,6 +32,7 @@ _STAGES = {
     "evaluate": "ear_jax.stages.evaluate:run",
     "parse": "ear_jax.stages.parse:run",
     "demo": "ear_jax.stages.demo:run",
+    "import_torch": "ear_jax.torch_import:run",
     "export_features": "feature_export.common:run",
 }
 

@@ -79,11 +79,11 @@ def _predict(config, graphdef, weights, splits):
           for k, v in out.items()}
 
 
-def _label_and_score(za, zv, splits):
+def _label_and_score(za, zv, splits, f_dtype="float64"):
   """Val-tuned thresholds; val/test scores of the binary labels (§5.3)."""
   val = splits["val"]
-  th_a = pl_lib.search_thresholds(za["val"], val.gt_a, val.weak)
-  th_v = pl_lib.search_thresholds(zv["val"], val.gt_v, val.weak)
+  th_a = pl_lib.search_thresholds(za["val"], val.gt_a, val.weak, f_dtype)
+  th_v = pl_lib.search_thresholds(zv["val"], val.gt_v, val.weak, f_dtype)
   scores = {s: gt_scores(pl_lib.binarize(za[s], th_a, splits[s].weak),
                         pl_lib.binarize(zv[s], th_v, splits[s].weak),
                         splits[s]) for s in ("val", "test")}
@@ -158,8 +158,10 @@ def run(config):
   z = _predict(config, graphdef, weights, splits)
   suffix = "" if config.logits == "dynamic" else "_sta"
   za, zv = z["z_a" + suffix], z["z_v" + suffix]
-  th_a, th_v, scores = _label_and_score(za, zv, splits)
-  *_, zs_scores = _label_and_score(z["z_a_sta"], z["z_v_sta"], splits)
+  f_dtype = config.get("threshold_precision", "float64")
+  th_a, th_v, scores = _label_and_score(za, zv, splits, f_dtype)
+  *_, zs_scores = _label_and_score(z["z_a_sta"], z["z_v_sta"], splits,
+                                   f_dtype)
   for s in ("val", "test"):
     extra = dict(split=s, n_videos=len(ids[s]), **source)
     metrics_lib.write_eval_json(

@@ -210,7 +210,9 @@ def fit(
     best_step = saved_meta.get("best_step")
     writer.truncate_after(int(state.step))
     if best_step is not None:
-      best_weights, _ = ckpt_lib.restore_from_workdir(workdir, abstract, "best")
+      best_weights, _ = ckpt_lib.restore_from_workdir(
+          workdir, dict(params=abstract.params,
+                        model_state=abstract.model_state), "best")
     logging.info("resumed from step %d (epoch %d)", int(state.step),
                  start_epoch)
   else:

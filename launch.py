@@ -28,6 +28,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 # only imported by the feature exporters).
 _STAGES = {
     **{k: f"{v}:run" for k, v in stages_lib.RUNNERS.items()},
+    "import_torch": "ear_jax.torch_import:run",
     "export_features": "feature_export.common:run",
 }
 

@@ -60,6 +60,14 @@ def get_config(arg=None):
       bn_momentum=0.9,             # Flax convention (PyTorch 0.1)
       adjacency_init="identity",
       use_3d_with_clip=False,
+      # HAN variants of other codebases (checkpoint import): "mlp" |
+      # "linear"; "linear" | "mlp" | "none" | "split" (2D and 3D Linears,
+      # then a fusion Linear); "post" | "pre" (+ final LayerNorms);
+      # "sequential" | "eccv20" (every layer reads the encoder inputs);
+      # MMIL attention MLP width (0: Linear).
+      audio_proj="mlp", visual_proj="linear", visual_proj_hidden=1024,
+      visual_3d_dim=512, han_norm="post", han_update="sequential",
+      mmil_att_hidden=0,
       dtype="float32",
   )
   c.loss = dict(

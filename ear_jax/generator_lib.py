@@ -196,11 +196,14 @@ def gt_scores(pred_a_NxTxC, pred_v_NxTxC, rec: avvp.LLPSplit) -> dict:
 
 
 def label_and_score(za: dict, zv: dict, splits: dict,
+                    f_dtype: str = "float64",
                     score_splits: Sequence[str] = ("val", "test")):
-  """Val-tuned thresholds; val/test scores of the binary labels (§5.3)."""
+  """Val-tuned thresholds; val/test scores of the binary labels (§5.3).
+
+  f_dtype: precision of the F-scores of the threshold search."""
   val = splits["val"]
-  th_a = pl_lib.search_thresholds(za["val"], val.gt_a, val.weak)
-  th_v = pl_lib.search_thresholds(zv["val"], val.gt_v, val.weak)
+  th_a = pl_lib.search_thresholds(za["val"], val.gt_a, val.weak, f_dtype)
+  th_v = pl_lib.search_thresholds(zv["val"], val.gt_v, val.weak, f_dtype)
   scores = {s: gt_scores(pl_lib.binarize(za[s], th_a, splits[s].weak),
                         pl_lib.binarize(zv[s], th_v, splits[s].weak),
                         splits[s]) for s in score_splits}

@@ -140,12 +140,23 @@ def _check_logits_gt_weak(logits_NxTxC, gt_NxCxT, weak_NxC):
   return logits_NxTxC, weak_NxC
 
 
-def search_thresholds(logits_NxTxC, gt_NxCxT, weak_NxC) -> np.ndarray:
+F_DTYPES = ("float64", "float32")
+
+
+def search_thresholds(logits_NxTxC, gt_NxCxT, weak_NxC,
+                      f_dtype: str = "float64") -> np.ndarray:
   """Per-class logit thresholds maximising pooled F1 (§5.2); float32 [C].
 
   Classes absent from a video's weak label are masked to -inf. A result of
   -inf means "every segment of a weak-label class is positive".
+  f_dtype: precision of precision/recall/F. Cuts with equal F in exact
+  arithmetic are common (F = 2 TP / (n_pred + n_true)); rounding decides
+  which one argmax takes. "float32" is UWAV's torch arithmetic and gives its
+  thresholds bit for bit; "float64" (default) rounds differently.
   """
+  if f_dtype not in F_DTYPES:
+    raise ValueError(f"f_dtype={f_dtype!r}; expected one of {F_DTYPES}.")
+  dt = np.dtype(f_dtype)
   logits_NxTxC, weak_NxC = _check_logits_gt_weak(logits_NxTxC, gt_NxCxT,
                                                  weak_NxC)
   N, T, C = logits_NxTxC.shape
@@ -155,14 +166,16 @@ def search_thresholds(logits_NxTxC, gt_NxCxT, weak_NxC) -> np.ndarray:
   label_KxC = (np.asarray(gt_NxCxT).transpose(0, 2, 1) != 0).reshape(N * T, C)
   order_KxC = np.argsort(z_KxC, axis=0, kind="stable")
   p_KxC = np.take_along_axis(z_KxC, order_KxC, axis=0)
-  l_KxC = np.take_along_axis(label_KxC, order_KxC, axis=0).astype(np.float64)
-  # Cut i predicts p_i ... p_{n-1} positive.
+  l_KxC = np.take_along_axis(label_KxC, order_KxC, axis=0).astype(dt)
+  # Cut i predicts p_i ... p_{n-1} positive (counts are exact in both).
   tp_KxC = np.cumsum(l_KxC[::-1], axis=0)[::-1]
-  n_pred_K = (N * T - np.arange(N * T, dtype=np.float64))[:, None]
+  n_pred_K = (N * T - np.arange(N * T, dtype=dt))[:, None]
   with np.errstate(invalid="ignore", divide="ignore"):
     precision = tp_KxC / n_pred_K
     recall = tp_KxC / tp_KxC[:1]  # NaN for a class with no positives
-    f_KxC = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    # (2 P) R / max(P + R, 1e-12), evaluated in this order as torch does.
+    f_KxC = dt.type(2) * precision * recall / np.maximum(
+        precision + recall, dt.type(1e-12))
   best_C = np.argmax(f_KxC, axis=0)  # first max; NaN counts as maximal
   p_prev_KxC = np.concatenate(
       [np.full((1, C), -np.inf, np.float32), p_KxC[:-1]], axis=0)

@@ -32,6 +32,9 @@ CHOICES = {
                                        "clip_clap")},
     "evaluate": {"split": ("val", "test"), "checkpoint": CHECKPOINT_CHOICES},
     "parse": {"checkpoint": CHECKPOINT_CHOICES},
+    # ear_jax.torch_import.SOURCES
+    "import_torch": {"source": ("uwav_generator", "uwav_han", "han_eccv20",
+                                "valor_han")},
 }
 # Integer fields that must be >= 1 wherever they appear (None = unset is
 # allowed: such fields default to another value, e.g. the run's).

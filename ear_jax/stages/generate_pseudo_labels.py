@@ -98,9 +98,10 @@ def run(config):
   z = generator_lib.llp_logits(config, graphdef, weights, splits)
   suffix = "" if config.logits == "dynamic" else "_sta"
   za, zv = z["z_a" + suffix], z["z_v" + suffix]
-  th_a, th_v, scores = generator_lib.label_and_score(za, zv, splits)
+  f_dtype = config.get("threshold_precision", "float64")
+  th_a, th_v, scores = generator_lib.label_and_score(za, zv, splits, f_dtype)
   *_, zs_scores = generator_lib.label_and_score(z["z_a_sta"], z["z_v_sta"],
-                                                splits)
+                                                splits, f_dtype)
   for s in ("val", "test"):
     extra = dict(split=s, n_videos=len(ids[s]), **source)
     metrics_lib.write_eval_json(

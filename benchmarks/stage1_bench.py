@@ -1,4 +1,4 @@
-r"""Stage-1 train-step speed at the spec's full size; prints one JSON line.
+r"""Stage-1 train-step speed at the paper's full size; prints one JSON line.
 
   python benchmarks/stage1_bench.py                 # full size (B=64, T=60)
   python benchmarks/stage1_bench.py --steps=3 --tiny

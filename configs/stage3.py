@@ -12,7 +12,7 @@ source x parser) is this switch plus `model.name`: point it at VALOR / UWAV
 / EAR labels and train with `--config.model.name=han` or `ear`.
 Table II: `--config.data.features=clip_clap` (CLAP audio, CLIP visual;
 `--config.model.use_3d_with_clip=True` adds R(2+1)D).
-Ablations (spec STAGE3 §3.3):
+Ablations (docs/METHOD.md, "EAR parser"):
   Table VII  --config.model.amdf=none (w/o AMDF) | --config.model.erm=none
              (w/o ERM; also --config.model.erm_keep_aggregation=False)
   Table VIII --config.model.amdf=msa_mca | han
@@ -48,10 +48,10 @@ def get_config(arg=None):
       audio_proj_hidden=1024,
       han_layers=5,                # HAN encoder (and amdf="han")
       temporal_layers=1,           # N_u, Eq. (10)
-      fusion_layers=1,             # N_f, Eqs. (11)-(12)
+      fusion_layers=1,             # N_f, Eq. (11)-(12)
       amdf="asymmetric",           # "none" | "msa_mca" | "han"
-      aggregation="decoder",       # Eqs. (13)-(14): "decoder" | "sum"
-      # "alternate" (Eq. 15) | "none" | "a_v_then_av" | "no_uni" |
+      aggregation="decoder",       # Eq. (13)-(14): "decoder" | "sum"
+      # "alternate" (Eq. (15)) | "none" | "a_v_then_av" | "no_uni" |
       # "no_multi" | "attention" | "attention_direct"
       erm="alternate",
       erm_layers=3, node_dim=128, leaky_slope=0.2,

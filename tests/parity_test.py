@@ -270,8 +270,8 @@ def test_uwav_total_loss_gradients(fixed_mixup):
   want = _reference_tree(x, "grad/", params)
   scale = max(float(np.max(np.abs(g))) for g in want.values())
   for path, g in _flat(grads):
-    # The key bias has no gradient in exact arithmetic (softmax shift
-    # invariance); both frameworks leave rounding noise there.
+    # Key biases and the MMIL attention biases have no gradient in exact
+    # arithmetic (softmax shift invariance); both leave rounding noise.
     assert_close(f"d loss / d {'/'.join(map(str, path))}", g[...],
                  want[path], RTOL_GRAD, atol=1e-7 * scale)
 

@@ -48,7 +48,7 @@ def test_stage1_writes_checkpoints_metrics_and_eval(tmp_path, data_root):
   rows = writer_lib.read_metrics(c.workdir)
   assert any("val/seg_av" in r for r in rows)
   train_keys = set().union(*[r.keys() for r in rows if "train/loss" in r])
-  # All four EAR loss terms (Eq. 8) are logged, with the migration on.
+  # All four EAR loss terms (Eq. (8)) are logged, with the migration on.
   assert {"train/av1", "train/av2", "train/a", "train/v"} <= train_keys
 
 
@@ -113,7 +113,7 @@ def test_without_migration_only_av_terms_are_trained():
 
 
 def test_generator_step_on_four_devices_equals_one(data_root):
-  """The real stage-1 step (generator, migration, Eq. 8, AdamW) is the same
+  """The real stage-1 step (generator, migration, Eq. (8), AdamW) is the same
   computation on a 4-device data-parallel mesh as on one device."""
   # pylint: disable=g-import-not-at-top
   import jax

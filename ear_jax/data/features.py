@@ -1,6 +1,6 @@
 """Published feature-file layouts (the one place they are defined) and loading.
 
-Layouts: docs/ARCHITECTURE.md "Feature layouts"; STAGE1_2 §1.3, STAGE3 §1.4.
+Layouts: docs/ARCHITECTURE.md "Feature layouts", README "Data".
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ def _check_choice(name: str, value, choices):
 
 
 class Projections(nnx.Module):
-  """Static features S_a, S_v (spec STAGE3 §2 steps 1-2).
+  """Static features S_a, S_v (docs/METHOD.md, "HAN").
 
   cfg.audio_proj: "mlp" (default, UWAV fc_a): Linear(in_a ->
   audio_proj_hidden), ReLU, Linear(-> d) | "linear" (HAN-ECCV20 / VALOR
@@ -263,7 +263,7 @@ def head_outputs(head: MMILHead, a_feat, v_feat) -> dict[str, jax.Array]:
 
 
 class HAN(nnx.Module):
-  """HAN parser as UWAV's train_han.sh runs it (spec STAGE3 §2).
+  """HAN parser as UWAV's train_han.sh runs it (docs/METHOD.md, "HAN").
 
   The audio_proj / visual_proj / han_norm / han_update / mmil_att_hidden
   switches (defaults: UWAV) also give UWAV's other variants, the original

@@ -34,7 +34,10 @@ ROWS = {
     "EAR": ("stage3/eval/{split}.json", None),
 }
 _DONE = ".complete.json"
-_COSMETIC = ("progress", "log_every_steps")
+# Fields that change no result (progress bars, logging, where compiled
+# programs are cached).
+_COSMETIC = ("progress", "log_every_steps", "tensorboard",
+             "compilation_cache_dir", "compilation_cache_min_compile_secs")
 # A stage restarts from scratch when a stage it reads ran in this call.
 DEPENDS_ON = {"stage2": ("stage1",), "stage3": ("stage2",),
               "stage3_han": ("stage2",)}
@@ -93,6 +96,7 @@ def stage_configs(config, llp_root: str, unav_root: str) -> list:
     c = copy.deepcopy(config[name])
     c.workdir = os.path.join(w, name)
     c.progress = config.progress
+    c.tensorboard = config.tensorboard
     for k, v in fields.items():
       node = c
       *parents, leaf = k.split(".")
@@ -130,7 +134,7 @@ def _finished(cfg, done_file: str) -> bool:
   with open(path) as f:
     saved = json.load(f)
   current = json.loads(cfg.to_json_best_effort())
-  for k in _COSMETIC:  # progress bars and log cadence change no result
+  for k in _COSMETIC:
     saved.pop(k, None)
     current.pop(k, None)
   return saved == current

@@ -424,6 +424,31 @@ def valor_han(root: str) -> None:
     for k, x in zip(("global_prob", "a_prob", "v_prob", "frame_prob",
                      "frame_logits"), outs):
       arrays[f"{p}/out/{k}"] = x
+  # VALOR's training loss (main_avvp.py train(): nn.BCELoss on the clamped
+  # video probability + BCE-with-logits on its binary pseudo-labels), on
+  # the post-norm model's outputs.
+  weak = (torch.rand(2, C, generator=gen) < 0.3).float()
+  weak[:, 0] = 1
+  labels = {m: (torch.rand(2, T, C, generator=gen) < 0.5).float()
+            * weak[:, None, :] for m in ("a", "v")}
+  torch.manual_seed(87)
+  model = valor.MMIL_Net(argparse.Namespace(
+      hidden_dim=32, input_a_dim=128, input_v_dim=2048, nhead=4, ff_dim=64,
+      num_layers=2, norm_where="post_norm"))
+  round_module(model)
+  model.eval()
+  with torch.no_grad():
+    output, _, _, _, frame_logits = model(audio, visual, visual_st)
+    output.clamp_(min=1e-7, max=1 - 1e-7)
+    loss_video = torch.nn.BCELoss()(output, weak)
+    loss_a = torch.nn.functional.binary_cross_entropy_with_logits(
+        frame_logits[:, :, 0], labels["a"])
+    loss_v = torch.nn.functional.binary_cross_entropy_with_logits(
+        frame_logits[:, :, 1], labels["v"])
+  arrays.update({"in/weak": weak, "in/a_label": labels["a"],
+                 "in/v_label": labels["v"], "out/loss_video": loss_video,
+                 "out/loss_valor_a": loss_a, "out/loss_valor_v": loss_v,
+                 "out/loss": loss_video + loss_a + loss_v})
   arrays["cfg/num_heads"] = np.int32(4)
   save("valor_han", arrays)
 

@@ -77,6 +77,9 @@ def get_config(arg=None):
       soft_label_temperature=2.0,  # Eq. (9) as UWAV's code: sigma((z-θ)/2)
       mixup_alpha=1.7,
       use_soft=True, use_reweight=True, use_mixup=True,
+      # use_soft=False targets: "threshold" (1[z > θ] w from the logits) |
+      # "labels" (the binary label files as they are; VALOR's labels).
+      hard_targets="threshold",
   )
   c.optim = common.optim(lr=1e-4, min_lr=5e-6, b1=0.9, weight_decay=1e-4,
                          clip_norm=1.0, warmup_epochs=10)

@@ -181,11 +181,30 @@ def class_balanced_weights(
   return w.astype(jnp.float32)
 
 
+HARD_TARGETS = ("threshold", "labels")
+
+
 def segment_targets(
-    logits_BxTxC, thresholds_C, weak_BxC, video_mask_B, cfg
+    logits_BxTxC, thresholds_C, weak_BxC, video_mask_B, cfg,
+    labels_BxTxC=None,
 ) -> jax.Array:
-  """Soft targets of Eq. (9) (pseudo_labels.soft_labels), or binary
-  1[z > theta] * y when cfg.use_soft is False; no gradient."""
+  """Soft targets of Eq. (9) (pseudo_labels.soft_labels), or, when
+  cfg.use_soft is False, binary ones: 1[z > theta] * y
+  (cfg.hard_targets "threshold", default) or the stage-2 files' binary
+  labels as they are ("labels": VALOR's labels, which have no logits)."""
+  hard_targets = getattr(cfg, "hard_targets", "threshold")
+  if hard_targets not in HARD_TARGETS:
+    raise ValueError(f"config.loss.hard_targets={hard_targets!r}; expected"
+                     f" one of {HARD_TARGETS}.")
+  if not cfg.use_soft and hard_targets == "labels":
+    if labels_BxTxC is None:
+      raise ValueError("config.loss.hard_targets='labels' needs the binary"
+                       " pseudo-labels in the batch (a_label, v_label).")
+    return jax.lax.stop_gradient(jnp.asarray(labels_BxTxC, jnp.float32))
+  if logits_BxTxC is None:
+    raise ValueError(
+        "the pseudo-labels have no logits (VALOR's binary labels): set"
+        " --config.loss.use_soft=False --config.loss.hard_targets=labels.")
   if cfg.use_soft:
     return pl_lib.soft_labels(
         logits_BxTxC,
@@ -261,7 +280,8 @@ def parser_loss(
       ("a", thresholds_a, class_freq_a),
       ("v", thresholds_v, class_freq_v),
   ):
-    q = segment_targets(batch[f"{m}_logit"], thresholds, weak_BxC, mask_B, cfg)
+    q = segment_targets(batch.get(f"{m}_logit"), thresholds, weak_BxC,
+                        mask_B, cfg, labels_BxTxC=batch.get(f"{m}_label"))
     # Eq. (S-24): class-balanced, soft-target segment BCE.
     if use_reweight:
       w_Bx1xC = class_balanced_weights(

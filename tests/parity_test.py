@@ -270,8 +270,8 @@ def test_uwav_total_loss_gradients(fixed_mixup):
   want = _reference_tree(x, "grad/", params)
   scale = max(float(np.max(np.abs(g))) for g in want.values())
   for path, g in _flat(grads):
-    # The key bias has no gradient in exact arithmetic (softmax shift
-    # invariance); both frameworks leave rounding noise there.
+    # Key biases and the MMIL attention biases have no gradient in exact
+    # arithmetic (softmax shift invariance); both leave rounding noise.
     assert_close(f"d loss / d {'/'.join(map(str, path))}", g[...],
                  want[path], RTOL_GRAD, atol=1e-7 * scale)
 
@@ -318,3 +318,35 @@ def test_uwav_threshold_search_and_binarisation_exact():
     labels = pl_lib.binarize(x[f"in/{m}_logit"], want, x["in/weak"])
     np.testing.assert_array_equal(labels, x[f"out/pred_{m}"],
                                   err_msg=f"binary pseudo-labels {m}")
+
+
+def test_valor_loss_on_binary_labels():
+  """VALOR's recipe: video BCE + BCE on its binary labels (no logits, no
+  thresholds, no re-weighting, no mixup) = parser_loss with
+  use_soft=False, hard_targets="labels"."""
+  _, model, x = _parser("valor_han", "valor_han", prefix="post/")
+  B = x["in/weak"].shape[0]
+  batch = {"audio": x["in/audio"],
+           "visual": np.concatenate([x["in/visual"], x["in/visual_st"]], -1),
+           "weak": x["in/weak"], "video_mask": np.ones((B,), np.float32),
+           "a_label": x["in/a_label"], "v_label": x["in/v_label"]}
+  cfg = config_dict.ConfigDict(stage3.get_config().loss)
+  cfg.update(use_soft=False, hard_targets="labels", use_reweight=False,
+             use_mixup=False)
+  out = model(batch, deterministic=True)
+  zeros = np.zeros((25,), np.float32)
+  total, aux = losses_lib.parser_loss(
+      out, batch, classify=model.classify, key=jax.random.key(0),
+      thresholds_a=zeros, thresholds_v=zeros, class_freq_a=zeros,
+      class_freq_v=zeros, cfg=cfg)
+  for ours, theirs in (("video", "loss_video"), ("seg_a", "loss_valor_a"),
+                       ("seg_v", "loss_valor_v")):
+    assert_close(f"VALOR loss/{ours}", aux[f"loss/{ours}"],
+                 x[f"out/{theirs}"])
+  assert_close("VALOR total loss", total, x["out/loss"])
+  cfg.hard_targets = "threshold"
+  with pytest.raises(ValueError, match="have no logits"):
+    losses_lib.parser_loss(
+        out, batch, classify=model.classify, key=jax.random.key(0),
+        thresholds_a=zeros, thresholds_v=zeros, class_freq_a=zeros,
+        class_freq_v=zeros, cfg=cfg)

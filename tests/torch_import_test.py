@@ -111,9 +111,30 @@ def test_imported_uwav_generator_runs_stage2(tmp_path, synthetic_root):
   c.data.llp_root = str(synthetic_root / "LLP")
   c.threshold_precision = "float32"
   stage2.run(c)
+  # UWAV's own stage 2 (main_pretrain.py pseudo_label_generation) with the
+  # same weights on the same data: thresholds to float rounding (they are
+  # midpoints of logits), binary pseudo-labels exactly, every split.
+  _, ref = fixture("uwav_generator_stage2")
   root = tmp_path / "s2" / "LLP_Dataset"
   assert (root / "manifest.json").is_file()
-  assert np.load(root / "a_classwise_threhsolds.npy").shape == (25,)
+  for m in ("a", "v"):
+    theta = np.load(root / f"{m}_classwise_threhsolds.npy")
+    want = ref[f"out/theta_{m}"]
+    np.testing.assert_array_equal(np.isinf(theta), np.isinf(want))
+    fin = np.isfinite(want)
+    np.testing.assert_allclose(theta[fin], want[fin], rtol=1e-5, atol=1e-6,
+                               err_msg=f"thresholds {m}")
+    for split in ("train", "val", "test"):
+      ids = avvp.read_llp_split(synthetic_root / "LLP", split).ids
+      got = np.stack([np.load(root / f"{m}_segmentwise_pseudo_labels"
+                              / f"{i}.npy") for i in ids])
+      np.testing.assert_array_equal(
+          got, ref[f"out/{split}/{m}_label"],
+          err_msg=f"{split} {m} pseudo-labels differ from UWAV's")
+      logits = np.stack([np.load(root / f"{m}_segmentwise_logits"
+                                 / f"{i}.npy") for i in ids])
+      np.testing.assert_allclose(logits, ref[f"out/{split}/{m}_logit"],
+                                 rtol=1e-5, atol=1e-5 * np.abs(logits).max())
 
 
 # ------------------------------------------------------------- bad inputs

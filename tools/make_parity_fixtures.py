@@ -424,27 +424,128 @@ def valor_han(root: str) -> None:
     for k, x in zip(("global_prob", "a_prob", "v_prob", "frame_prob",
                      "frame_logits"), outs):
       arrays[f"{p}/out/{k}"] = x
+  # VALOR's training loss (main_avvp.py train(): nn.BCELoss on the clamped
+  # video probability + BCE-with-logits on its binary pseudo-labels), on
+  # the post-norm model's outputs.
+  weak = (torch.rand(2, C, generator=gen) < 0.3).float()
+  weak[:, 0] = 1
+  labels = {m: (torch.rand(2, T, C, generator=gen) < 0.5).float()
+            * weak[:, None, :] for m in ("a", "v")}
+  torch.manual_seed(87)
+  model = valor.MMIL_Net(argparse.Namespace(
+      hidden_dim=32, input_a_dim=128, input_v_dim=2048, nhead=4, ff_dim=64,
+      num_layers=2, norm_where="post_norm"))
+  round_module(model)
+  model.eval()
+  with torch.no_grad():
+    output, _, _, _, frame_logits = model(audio, visual, visual_st)
+    output.clamp_(min=1e-7, max=1 - 1e-7)
+    loss_video = torch.nn.BCELoss()(output, weak)
+    loss_a = torch.nn.functional.binary_cross_entropy_with_logits(
+        frame_logits[:, :, 0], labels["a"])
+    loss_v = torch.nn.functional.binary_cross_entropy_with_logits(
+        frame_logits[:, :, 1], labels["v"])
+  arrays.update({"in/weak": weak, "in/a_label": labels["a"],
+                 "in/v_label": labels["v"], "out/loss_video": loss_video,
+                 "out/loss_valor_a": loss_a, "out/loss_valor_v": loss_v,
+                 "out/loss": loss_video + loss_a + loss_v})
   arrays["cfg/num_heads"] = np.int32(4)
   save("valor_han", arrays)
 
 
 # -------------------------------------- whole model on a synthetic LLP set
+SYNTHETIC = dict(seed=0, num_llp=(48, 16, 24), num_unav=(4, 2, 2))
+
+
+def write_synthetic_llp(tmp: str) -> str:
+  """ear-jax's synthetic LLP set (published layouts); returns its root."""
+  from ear_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  synthetic.write_synthetic(tmp, **SYNTHETIC)
+  return os.path.join(tmp, "LLP")
+
+
+def uwav_generator_stage2(root: str) -> None:
+  """UWAV's stage 2 with the uwav_generator fixture's weights on the
+  synthetic LLP set: main_pretrain.py --mode pseudo_label_generation
+  (calculate_classwise_thresholds on val, batch size 1; then (z > theta)
+  & weak on every split)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from ear_jax.data import avvp  # pylint: disable=g-import-not-at-top
+  with reference_path(os.path.join(root, "uwav")):
+    eval_utils = importlib.import_module("utils.eval_utils")
+  with np.load(os.path.join(OUT_DIR, "uwav_generator.npz")) as f:
+    sd = {k[3:]: torch.from_numpy(f[k].astype(np.float32))
+          for k in f.files if k.startswith("sd/")}
+    heads, layers = int(f["cfg/num_heads"]), 2
+  with tempfile.TemporaryDirectory() as tmp:
+    llp = write_synthetic_llp(tmp)
+    text = {m: torch.from_numpy(np.load(os.path.join(
+        llp, f"feats_{m}", "event_feats", "all_event_feats.npy")))
+            for m in ("CLIP", "CLAP")}
+    recs, feats = {}, {}
+    for split in ("train", "val", "test"):
+      recs[split] = avvp.read_llp_split(llp, split)
+      feats[split] = {m: torch.from_numpy(np.stack([np.load(os.path.join(
+          llp, f"feats_{m}", "segment_feats", f"{i}.npy"))
+          for i in recs[split].ids]).astype(np.float32))
+                      for m in ("CLIP", "CLAP")}
+  with reference_path(os.path.join(root, "uwav")):
+    tt = importlib.import_module("model.TemporalTransformer")
+  model = tt.TemporalTransformer(
+      input_v_2d_dim=768, input_v_3d_dim=1024, input_a_dim=512,
+      hidden_dim=sd["proj_a.layers.1.weight"].shape[0], nhead=heads,
+      ff_dim=sd["a_transformer.encoder.layers.0.linear1.weight"].shape[0],
+      num_layers=layers, dropout=0.3, clap_event_feats=text["CLAP"],
+      clip_event_feats=text["CLIP"])
+  model.load_state_dict(sd)
+  model.eval()
+
+  def batches(split):
+    rec = recs[split]
+    for i in range(len(rec.ids)):
+      yield dict(clip_feat=feats[split]["CLIP"][i:i + 1],
+                 clap_feat=feats[split]["CLAP"][i:i + 1],
+                 valid_mask=torch.ones(1, T),
+                 attn_mask=torch.ones(1, T, T, dtype=torch.bool),
+                 weak_label=torch.from_numpy(rec.weak[i:i + 1].astype(
+                     np.float32)), duration=torch.tensor([T]),
+                 gt_a_label=torch.from_numpy(rec.gt_a[i:i + 1].transpose(
+                     0, 2, 1).astype(np.float32)),
+                 gt_v_label=torch.from_numpy(rec.gt_v[i:i + 1].transpose(
+                     0, 2, 1).astype(np.float32)))
+
+  class Loader(list):
+    dataset = types.SimpleNamespace(categories=list(range(C)))
+
+  args = argparse.Namespace(dataset="LLP", threshold_type="classwise")
+  theta_a, theta_v = eval_utils.calculate_classwise_thresholds(
+      args, model, Loader(batches("val")), "cpu")
+  arrays = {"out/theta_a": theta_a, "out/theta_v": theta_v,
+            "cfg/layers": np.int32(layers)}
+  with torch.no_grad():
+    for split in ("train", "val", "test"):
+      a, v = model(feats[split]["CLAP"], feats[split]["CLIP"])
+      w = torch.from_numpy(recs[split].weak)[:, None, :] > 0
+      arrays[f"out/{split}/a_logit"] = a
+      arrays[f"out/{split}/v_logit"] = v
+      arrays[f"out/{split}/a_label"] = ((a > theta_a) & w).to(torch.uint8)
+      arrays[f"out/{split}/v_label"] = ((v > theta_v) & w).to(torch.uint8)
+  save("uwav_generator_stage2", arrays)
+
+
 def uwav_han_synthetic(root: str) -> None:
   """A UWAV HAN trained briefly by the reference code on ear-jax's synthetic
   LLP set, then its test predictions (HybridAttentionNet.get_pred, batch 1
   as main.py evaluates) and UWAV's ten metrics on them."""
   import torch  # pylint: disable=g-import-not-at-top
   from ear_jax.data import avvp  # pylint: disable=g-import-not-at-top
-  from ear_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   with reference_path(os.path.join(root, "uwav")):
     han_mod = importlib.import_module("model.HAN")
     eval_utils = importlib.import_module("utils.eval_utils")
     metrics = importlib.import_module("utils.eval_metrics")
-  seed, sizes = 0, (48, 16, 24)
+  seed, sizes = SYNTHETIC["seed"], SYNTHETIC["num_llp"]
   with tempfile.TemporaryDirectory() as tmp:
-    synthetic.write_synthetic(tmp, seed=seed, num_llp=sizes,
-                              num_unav=(4, 2, 2))
-    llp = os.path.join(tmp, "LLP")
+    llp = write_synthetic_llp(tmp)
 
     def load(split):
       rec = avvp.read_llp_split(llp, split)
@@ -509,6 +610,7 @@ def uwav_han_synthetic(root: str) -> None:
 
 FIXTURES = {
     "uwav_generator": uwav_generator,
+    "uwav_generator_stage2": uwav_generator_stage2,
     "uwav_han": uwav_han,
     "uwav_thresholds": uwav_thresholds,
     "han_eccv20": han_eccv20,

@@ -11,12 +11,13 @@ import os
 from typing import Any, Callable
 
 from absl import logging
+from flax import nnx
+import jax
 from ml_collections import config_dict
 
 from ear_jax import checkpoint as ckpt_lib
 from ear_jax import sharding as sharding_lib
 from ear_jax import train_state as ts_lib
-from ear_jax import trainer as trainer_lib
 
 CHOICES = ("auto", "best", "latest")
 
@@ -49,26 +50,52 @@ def resolve_checkpoint(run_workdir: str, which: str) -> str:
   best = os.path.join(run_workdir, "best")
   if os.path.isdir(best) and any(n.isdigit() for n in os.listdir(best)):
     return "best"
+  saved = _saved_best_step(run_workdir)
+  if saved is not None:
+    raise ckpt_lib.CheckpointError(
+        f"{best} holds no checkpoint, but the run's latest checkpoint says"
+        f" its best model (step {saved}) was saved there: best/ was deleted"
+        " or moved. Restore it from a backup, or set --config.checkpoint="
+        "latest to use the last weights instead (other results than the"
+        " best model's).")
   logging.info("%s has no best checkpoint: using the latest one.",
                run_workdir)
   return "latest"
 
 
-def restore_run(run_workdir: str, run_config, make_model: Callable[[], Any],
-                which: str, mesh=None) -> tuple[Any, dict, int, str]:
+def _saved_best_step(run_workdir: str) -> int | None:
+  """best_step recorded by the run's newest checkpoint, if any."""
+  directory = os.path.join(run_workdir, "checkpoints")
+  steps = sorted((int(n) for n in os.listdir(directory) if n.isdigit()),
+                 reverse=True) if os.path.isdir(directory) else []
+  if not steps:
+    return None
+  return ckpt_lib.read_meta(directory, steps[0]).get("best_step")
+
+
+def abstract_weights(make_model: Callable[[], Any], sharding=None) -> tuple:
+  """(graphdef, {"params", "model_state"} as ShapeDtypeStructs), allocating
+  nothing; with `sharding`, every leaf carries it."""
+  graphdef, params, model_state = ts_lib.split_model(
+      nnx.eval_shape(make_model))
+  as_sds = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+  return graphdef, jax.tree.map(
+      as_sds, dict(params=params, model_state=model_state))
+
+
+def restore_run(run_workdir: str, make_model: Callable[[], Any], which: str,
+                mesh=None) -> tuple[Any, dict, int, str]:
   """(graphdef, {"params", "model_state"}, step, checkpoint) of a run.
 
   `which` is "auto" | "best" | "latest"; `checkpoint` is the one restored.
-  The weights come back replicated over `mesh` (default: every device),
-  whatever the layout they were saved with.
+  Only the weights are read (no optimizer is built). They come back
+  replicated over `mesh` (default: every device), whatever the layout they
+  were saved with.
   """
   which = resolve_checkpoint(run_workdir, which)
-  tx, _ = trainer_lib.make_optimizer(run_config.optim, 1,
-                                     run_config.total_epochs)
-  graphdef, abstract = ts_lib.abstract_train_state(make_model, tx)
   mesh = mesh if mesh is not None else sharding_lib.make_mesh()
-  abstract = ckpt_lib.abstract_with_sharding(
-      abstract, sharding_lib.replicated(mesh))
+  graphdef, abstract = abstract_weights(make_model,
+                                        sharding_lib.replicated(mesh))
   try:
     weights, meta = ckpt_lib.restore_from_workdir(run_workdir, abstract, which)
   except FileNotFoundError as e:

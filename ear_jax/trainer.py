@@ -191,7 +191,8 @@ def fit(
   init_key, train_key = jax.random.split(root)
   del init_key  # Models are built from config.seed through nnx.Rngs.
 
-  writer = writer_lib.MetricWriter(workdir)
+  writer = writer_lib.MetricWriter(
+      workdir, tensorboard=config.get("tensorboard", False))
   write_config(workdir, config)
   ckpt = ckpt_lib.Checkpointer(workdir)
   graphdef, abstract = ts_lib.abstract_train_state(make_model, tx)
@@ -210,11 +211,12 @@ def fit(
     best_step = saved_meta.get("best_step")
     writer.truncate_after(int(state.step))
     if best_step is not None:
-      best_weights, _ = ckpt_lib.restore_from_workdir(workdir, abstract, "best")
+      best_weights = ckpt.restore_best(abstract, saved_meta)
     logging.info("resumed from step %d (epoch %d)", int(state.step),
                  start_epoch)
   else:
     start_epoch = 0
+    writer.truncate_after(0)  # rows of a run killed before its checkpoint
     state = jax.jit(
         lambda: ts_lib.create_train_state(make_model, tx)[1],
         out_shardings=repl)()
@@ -265,6 +267,7 @@ def fit(
       ckpt.save(step, state, epoch_meta)
   ckpt.wait()
   ckpt.close()
+  writer.close()
   logging.info("%s: %d epochs in %.1f s", config.stage,
                total_epochs - start_epoch, time.perf_counter() - t0)
   final = dict(params=state.params, model_state=state.model_state)

@@ -35,7 +35,7 @@ from feature_export.nets import vggish
 from feature_export.nets import weights
 
 
-SAMPLE_ID = "BjCEufrlXm4"
+SAMPLE_ID = export_fixtures.SAMPLE_ID
 
 
 # ----------------------------------------------------------------------------
@@ -48,9 +48,9 @@ def _frame_index(rgb_HxWx3):
 
 
 @pytest.fixture(scope="module")
-def videos_dir(tmp_path_factory, shared_dir):
+def videos_dir(tmp_path_factory, sample_video):
   d = tmp_path_factory.mktemp("videos")
-  shutil.copy(shared_dir / "data/llp/sample" / f"{SAMPLE_ID}.mp4", d)
+  shutil.copy(sample_video, d)
   export_fixtures.write_clip(d / "clip24.mp4", 3.0, 24)
   export_fixtures.write_clip(d / "clip30.mp4", 3.0, 30)
   export_fixtures.write_clip(d / "noaudio.mp4", 3.0, 30000 / 1001,
@@ -109,10 +109,11 @@ def test_short_audio_stream_is_a_failure_not_silence(tmp_path):
   assert stats["video_seconds"] == pytest.approx(3.0)
 
 
-def test_num_segments_and_padding_limit(shared_dir):
-  info = decode.probe(os.fspath(shared_dir / "data/llp/sample"
-                                / f"{SAMPLE_ID}.mp4"))
+def test_num_segments_and_padding_limit(sample_video):
+  info = decode.probe(os.fspath(sample_video))
   assert info.duration == pytest.approx(10.03, abs=0.01)
+  assert (info.width, info.height, info.audio_rate) == (320, 240, 44100)
+  assert info.fps == pytest.approx(359 / 12)
   assert decode.num_segments(info.duration, None, 0.05) == 10
   assert decode.num_segments(9.2, None, 0.05) == 10
   assert decode.num_segments(3.0, 10, 0.05) == 10
@@ -259,8 +260,10 @@ def test_clip_clap_missing_models_are_clear_errors(videos_dir, tmp_path,
   c = _clip_clap_config(videos_dir, tmp_path, hf_models)
   c.clap_model = None
   assert config_lib.unset_required(c) == ["clap_model"]
-  with pytest.raises(ValueError, match="--config.clap_model"):
+  with pytest.raises(ValueError, match="--config.clap_model") as e:
     common.run(c)
+  assert ("`hf download laion/clap-htsat-fused --local-dir DIR`"
+          in str(e.value))
   c.clap_model = os.fspath(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match="not a directory"):
     common.run(c)

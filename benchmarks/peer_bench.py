@@ -85,14 +85,12 @@ import numpy as np
 from configs import stage1 as stage1_config
 from configs import stage3 as stage3_config
 from ear_jax import evaluator as evaluator_lib
-from ear_jax import losses as losses_lib
+from ear_jax import generator_lib
 from ear_jax import models as models_lib
+from ear_jax import parser_lib
 from ear_jax import sharding as sharding_lib
 from ear_jax import train_state as ts_lib
 from ear_jax import trainer as trainer_lib
-from ear_jax.data import llp_features
-from ear_jax.stages import pretrain_generator as s1_lib
-from ear_jax.stages import train_parser
 
 C3, T3, C1 = 25, 10, 100
 # UWAV's scripts/train_han.sh and scripts/train_transformer.sh.
@@ -155,23 +153,26 @@ def stage1_data(rng, n, t, dim_a, dim_v):
 class JaxSteps:
   """`steps` jitted train steps in one scanned call, compiled ahead of time."""
 
-  def __init__(self, make_model, loss_fn, make_batch, optim, data, batch,
-               steps):
+  def __init__(self, make_model, loss_fn, loss_args, make_batch, optim, data,
+               batch, steps):
     mesh = sharding_lib.make_mesh()
     tx, _ = trainer_lib.make_optimizer(optim, 157, 80)
     graphdef, state = ts_lib.create_train_state(make_model, tx)
     self.state = jax.device_put(state, sharding_lib.replicated(mesh))
     self.n_params = sum(x.size for x in jax.tree.leaves(state.params))
-    step_fn = trainer_lib.make_train_step(
-        graphdef, tx, loss_fn, make_batch, jax.random.key(0), mesh)
+    step_fn = trainer_lib.make_train_step(graphdef, tx, loss_fn, make_batch,
+                                          mesh)
     epoch_fn = trainer_lib.make_epoch_fn(step_fn)
     self.data = sharding_lib.put_replicated(data, mesh)
+    self.consts = sharding_lib.put_replicated(
+        trainer_lib.step_consts(jax.random.key(0), loss_args), mesh)
     n = len(next(iter(data.values())))
     rng = np.random.default_rng(1)
     self.idx = rng.integers(0, n, (steps, batch)).astype(np.int32)
     self.mask = np.ones((steps, batch), np.float32)
     t0 = time.perf_counter()
-    lowered = epoch_fn.lower(self.state, self.data, self.idx, self.mask)
+    lowered = epoch_fn.lower(self.state, self.data, self.consts, self.idx,
+                             self.mask)
     self.trace_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     self.compiled = lowered.compile()
@@ -183,7 +184,8 @@ class JaxSteps:
     """Seconds per step of one scanned call."""
     t0 = time.perf_counter()
     self.state, metrics = _block(
-        self.compiled(self.state, self.data, self.idx, self.mask))
+        self.compiled(self.state, self.data, self.consts, self.idx,
+                      self.mask))
     dt = (time.perf_counter() - t0) / self.steps
     self.loss = float(np.mean(jax.device_get(metrics["loss"])))
     return dt
@@ -201,12 +203,11 @@ def jax_parser(name, d3, batch, steps, tiny, dtype):
   train = dict(audio=d3["audio"],
                visual=np.concatenate([d3["visual_2d"], d3["visual_3d"]], -1),
                weak=d3["weak"], a_logit=d3["a_logit"], v_logit=d3["v_logit"])
-  loss_fn = train_parser.make_loss_fn(
-      config, d3["thresholds_a"], d3["thresholds_v"], d3["freq_a"],
-      d3["freq_v"])
+  loss_args = parser_lib.loss_args(d3["thresholds_a"], d3["thresholds_v"],
+                                   d3["freq_a"], d3["freq_v"])
   make_model = _parser_factory(config, train)
-  return JaxSteps(make_model, loss_fn, evaluator_lib.gather, config.optim,
-                  train, batch, steps)
+  return JaxSteps(make_model, parser_lib.make_loss_fn(config), loss_args,
+                  evaluator_lib.gather, config.optim, train, batch, steps)
 
 
 def _parser_factory(config, train):
@@ -226,21 +227,11 @@ def jax_generator(variant, d1, batch, steps, tiny, dtype):
   if variant == "uwav":  # Table IV "UWAV": the PyTorch model's computation.
     config.model.asymmetric = False
     config.migration.enabled = False
-  loss_cfg = s1_lib.generator_loss_config(config)
-  text_a, text_v = d1["text_a"], d1["text_v"]
-
-  def make_model():
-    return models_lib.get_model("generator", config.model, rngs=nnx.Rngs(0))
-
-  def loss_fn(model, b, key):
-    out = model(b, text_a, text_v, deterministic=False,
-                rngs=nnx.Rngs(dropout=key))
-    return losses_lib.generator_loss(
-        out, b, s1_lib.migrated_targets(b, config.migration), loss_cfg)
-
   data = {k: d1[k] for k in ("clip", "clap", "y_av", "valid")}
-  return JaxSteps(make_model, loss_fn, s1_lib.make_batch, config.optim, data,
-                  batch, steps)
+  return JaxSteps(generator_lib.model_factory(config),
+                  generator_lib.make_loss_fn(config),
+                  generator_lib.loss_args(d1["text_a"], d1["text_v"]),
+                  generator_lib.make_batch, config.optim, data, batch, steps)
 
 
 class JaxInfer:
@@ -254,7 +245,7 @@ class JaxInfer:
     model = make_model()
     graphdef, params, rest = ts_lib.split_model(model)
     self.weights = dict(params=params, model_state=rest)
-    self.predictor = train_parser.make_predictor(graphdef, inputs, batch)
+    self.predictor = parser_lib.make_predictor(graphdef, inputs, batch)
     t0 = time.perf_counter()
     self.predictor(self.weights)
     self.first_s = time.perf_counter() - t0

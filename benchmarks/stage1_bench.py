@@ -66,18 +66,19 @@ def main():
   tx, _ = trainer_lib.make_optimizer(config.optim, 102, 80)
   graphdef, state = ts_lib.create_train_state(make_model, tx)
   data_dev = sharding_lib.put_replicated(data, mesh)
-  step = trainer_lib.make_train_step(graphdef, tx, loss_fn, generator_lib.make_batch,
-                                     jax.random.key(0), mesh)
+  step = trainer_lib.make_train_step(graphdef, tx, loss_fn,
+                                     generator_lib.make_batch, mesh)
   epoch_fn = trainer_lib.make_epoch_fn(step)
+  consts = trainer_lib.step_consts(jax.random.key(0))
   idx = rng.integers(0, n, (args.steps, args.batch)).astype(np.int32)
   mask = np.ones((args.steps, args.batch), np.float32)
 
   t0 = time.perf_counter()
-  state, m = epoch_fn(state, data_dev, idx, mask)
+  state, m = epoch_fn(state, data_dev, consts, idx, mask)
   jax.block_until_ready(m)
   compile_s = time.perf_counter() - t0
   t0 = time.perf_counter()
-  state, m = epoch_fn(state, data_dev, idx, mask)
+  state, m = epoch_fn(state, data_dev, consts, idx, mask)
   jax.block_until_ready(m)
   dt = (time.perf_counter() - t0) / args.steps
   est = dt * 102 * 80

@@ -58,7 +58,9 @@ def bench_model(name: str, steps: int, batch_size: int, eval_batch: int):
   train = _random_split(rng, steps * batch_size, dim_a, dim_v)
   th = np.where(rng.random(C) < 0.1, -np.inf, rng.standard_normal(C))
   freq = rng.random(C).astype(np.float32) * 0.1
-  loss_fn = parser_lib.make_loss_fn(config, th, th, freq, freq)
+  loss_fn = parser_lib.make_loss_fn(config)
+  consts = trainer_lib.step_consts(
+      jax.random.key(0), parser_lib.loss_args(th, th, freq, freq))
   make_model = parser_lib.model_factory(config)
 
   tx, _ = trainer_lib.make_optimizer(config.optim, spe, PAPER["epochs"])
@@ -67,16 +69,17 @@ def bench_model(name: str, steps: int, batch_size: int, eval_batch: int):
   state = jax.device_put(state, repl)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   step_fn = trainer_lib.make_train_step(
-      graphdef, tx, loss_fn, evaluator_lib.gather, jax.random.key(0), mesh)
+      graphdef, tx, loss_fn, evaluator_lib.gather, mesh)
   epoch_fn = trainer_lib.make_epoch_fn(step_fn)
   data = sharding_lib.put_replicated(train, mesh)
   idx, mask = pipeline.index_batches(np.arange(steps * batch_size), batch_size)
 
   t0 = time.perf_counter()
-  state, metrics = _block(epoch_fn(state, data, idx, mask))  # compile + run
+  # Compile + run.
+  state, metrics = _block(epoch_fn(state, data, consts, idx, mask))
   first_s = time.perf_counter() - t0
   t0 = time.perf_counter()
-  state, metrics = _block(epoch_fn(state, data, idx, mask))
+  state, metrics = _block(epoch_fn(state, data, consts, idx, mask))
   step_s = (time.perf_counter() - t0) / steps
   loss = float(np.mean(jax.device_get(metrics["loss"])))
 

@@ -27,12 +27,12 @@ import numpy as np
 import optax
 
 import peer_bench  # benchmarks/ is on sys.path when run as a script
+from ear_jax import generator_lib
 from ear_jax import losses as losses_lib
+from ear_jax import parser_lib
 from ear_jax import train_state as ts_lib
 from ear_jax import trainer as trainer_lib
 from ear_jax.models import layers as layers_lib
-from ear_jax.stages import pretrain_generator as s1_lib
-from ear_jax.stages import train_parser
 
 
 def _time(fn, reps):
@@ -63,19 +63,18 @@ def main():
         "tiny" if args.tiny else None)
     config.model.dtype = args.dtype
     data = {k: d1[k] for k in ("clip", "clap", "y_av", "valid")}
-    make_batch = s1_lib.make_batch
-    text_a, text_v = d1["text_a"], d1["text_v"]
-    loss_cfg = s1_lib.generator_loss_config(config)
+    make_batch = generator_lib.make_batch
+    text = generator_lib.loss_args(d1["text_a"], d1["text_v"])
+    loss_cfg = generator_lib.generator_loss_config(config)
 
     def loss_fn(model, b, key, deterministic=False):
-      out = model(b, text_a, text_v, deterministic=deterministic,
+      out = model(b, text["a"], text["v"], deterministic=deterministic,
                   rngs=nnx.Rngs(dropout=key))
       return losses_lib.generator_loss(
-          out, b, s1_lib.migrated_targets(b, config.migration), loss_cfg)
+          out, b, generator_lib.migrated_targets(b, config.migration),
+          loss_cfg)
 
-    def make_model():
-      return peer_bench.models_lib.get_model("generator", config.model,
-                                             rngs=nnx.Rngs(0))
+    make_model = generator_lib.model_factory(config)
     attn_shape = (batch, 60, config.model.hidden_dim, config.model.num_heads)
   else:
     batch = args.batch or 64
@@ -90,17 +89,16 @@ def main():
         [d3["visual_2d"], d3["visual_3d"]], -1), weak=d3["weak"],
                 a_logit=d3["a_logit"], v_logit=d3["v_logit"])
     make_batch = peer_bench.evaluator_lib.gather
-    consts = [d3[k] for k in ("thresholds_a", "thresholds_v", "freq_a",
-                              "freq_v")]
+    stats = parser_lib.loss_args(d3["thresholds_a"], d3["thresholds_v"],
+                                 d3["freq_a"], d3["freq_v"])
 
     def loss_fn(model, b, key, deterministic=False):
       k_drop, k_loss = jax.random.split(key)
       out = model(b, deterministic=deterministic,
                   rngs=nnx.Rngs(dropout=k_drop))
       return losses_lib.parser_loss(
-          out, b, classify=model.classify, key=k_loss,
-          thresholds_a=consts[0], thresholds_v=consts[1],
-          class_freq_a=consts[2], class_freq_v=consts[3], cfg=config.loss)
+          out, b, classify=model.classify, key=k_loss, cfg=config.loss,
+          **{k: jnp.asarray(v) for k, v in stats.items()})
 
     make_model = peer_bench._parser_factory(config, data)  # pylint: disable=protected-access
     attn_shape = (batch, 10, config.model.hidden_dim, config.model.num_heads)

@@ -9,6 +9,7 @@ runners, `evaluate` and the benchmarks build on these.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Sequence
 
@@ -63,11 +64,14 @@ def make_batch(data, idx_B, mask_B):
 
 # ------------------------------------------------------ model, loss, scoring
 def model_factory(config):
-  """make_model() of the generator of a stage-1 config (config.model)."""
+  """make_model(seed=None) of the generator of a stage-1 config
+  (config.model); seed (an int or a PRNG key; None = config.seed) is what
+  the trainer passes traced, so one init program serves every seed."""
 
-  def make_model():
-    return models_lib.get_model("generator", config.model,
-                                rngs=nnx.Rngs(config.seed))
+  def make_model(seed=None):
+    return models_lib.get_model(
+        "generator", config.model,
+        rngs=nnx.Rngs(config.seed if seed is None else seed))
 
   return make_model
 
@@ -92,17 +96,32 @@ def generator_loss_config(config) -> ml_collections.ConfigDict:
   return loss_cfg
 
 
-def make_loss_fn(config, text_a_CxDa, text_v_CxDv):
-  """loss_fn(model, batch, key) for trainer.fit, Eq. (8)."""
-  loss_cfg = generator_loss_config(config)
+@dataclasses.dataclass(frozen=True)
+class GeneratorLoss:
+  """loss_fn(model, batch, key, text) for trainer.fit, Eq. (8). Hashable:
+  equal configs share one jitted epoch; the class text embeddings
+  (text = {"a": CLAP [C, Da], "v": CLIP [C, Dv]}, `loss_args`) are traced."""
+  loss_cfg: ml_collections.FrozenConfigDict
+  migration: ml_collections.FrozenConfigDict
 
-  def loss_fn(model, batch, key):
-    out = model(batch, text_a_CxDa, text_v_CxDv, deterministic=False,
+  def __call__(self, model, batch, key, text):
+    out = model(batch, text["a"], text["v"], deterministic=False,
                 rngs=nnx.Rngs(dropout=key))
-    targets = migrated_targets(batch, config.migration)
-    return losses_lib.generator_loss(out, batch, targets, loss_cfg)
+    targets = migrated_targets(batch, self.migration)
+    return losses_lib.generator_loss(out, batch, targets, self.loss_cfg)
 
-  return loss_fn
+
+def make_loss_fn(config) -> GeneratorLoss:
+  """The stage-1 loss of `config`; the text embeddings come via loss_args."""
+  return GeneratorLoss(
+      ml_collections.FrozenConfigDict(generator_loss_config(config)),
+      ml_collections.FrozenConfigDict(config.migration))
+
+
+def loss_args(text_a_CxDa, text_v_CxDv) -> dict[str, np.ndarray]:
+  """trainer.fit(loss_args=...) of GeneratorLoss: the class text rows."""
+  return {"a": np.asarray(text_a_CxDa, np.float32),
+          "v": np.asarray(text_v_CxDv, np.float32)}
 
 
 def segment_f1(pred_BxTxC: jax.Array, gt_BxTxC: jax.Array) -> jax.Array:

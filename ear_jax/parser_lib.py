@@ -8,8 +8,11 @@ parser through these, so a checkpoint restores exactly as it was trained.
 
 from __future__ import annotations
 
+import dataclasses
+
 from flax import nnx
 import jax
+import ml_collections
 import numpy as np
 
 from ear_jax import evaluator as evaluator_lib
@@ -23,7 +26,9 @@ from ear_jax.data import llp_features
 
 
 def model_factory(config):
-  """make_model() of the parser described by config.model / data.features."""
+  """make_model(seed=None) of the parser described by config.model /
+  data.features; seed (an int or a PRNG key; None = config.seed) is what
+  the trainer passes traced, so one init program serves every seed."""
   name = config.model.name
   if name not in models_lib.PARSERS:
     raise ValueError(f"config.model.name={name!r}; expected one of"
@@ -31,30 +36,48 @@ def model_factory(config):
   in_dim_a, in_dim_v = llp_features.parser_input_dims(
       config.data.features, config.model.use_3d_with_clip)
 
-  def make_model():
+  def make_model(seed=None):
     return models_lib.get_model(
-        name, config.model, rngs=nnx.Rngs(config.seed), in_dim_a=in_dim_a,
-        in_dim_v=in_dim_v, num_classes=len(avvp.LLP_CLASSES))
+        name, config.model,
+        rngs=nnx.Rngs(config.seed if seed is None else seed),
+        in_dim_a=in_dim_a, in_dim_v=in_dim_v,
+        num_classes=len(avvp.LLP_CLASSES))
 
   return make_model
 
 
-def make_loss_fn(config, thresholds_a, thresholds_v, class_freq_a,
-                 class_freq_v):
-  """loss_fn(model, batch, key) for trainer.fit; the label statistics are
-  constants closed over (Eq. (9), (S-22)-(S-24))."""
-  consts = [np.asarray(x, np.float32) for x in
-            (thresholds_a, thresholds_v, class_freq_a, class_freq_v)]
+@dataclasses.dataclass(frozen=True)
+class ParserLoss:
+  """loss_fn(model, batch, key, stats) for trainer.fit (docs/METHOD.md,
+  stage-3 losses). Hashable: equal loss configs share one jitted epoch.
 
-  def loss_fn(model, batch, key):
+  stats (trainer's loss_args): thresholds_a/_v and class_freq_a/_v, [C]
+  float32 arrays from stage 2 (`loss_args`), traced, never constants.
+  """
+  cfg: ml_collections.FrozenConfigDict
+
+  def __call__(self, model, batch, key, stats):
     k_drop, k_loss = jax.random.split(key)
     out = model(batch, deterministic=False, rngs=nnx.Rngs(dropout=k_drop))
     return losses_lib.parser_loss(
         out, batch, classify=model.classify, key=k_loss,
-        thresholds_a=consts[0], thresholds_v=consts[1],
-        class_freq_a=consts[2], class_freq_v=consts[3], cfg=config.loss)
+        thresholds_a=stats["thresholds_a"], thresholds_v=stats["thresholds_v"],
+        class_freq_a=stats["class_freq_a"], class_freq_v=stats["class_freq_v"],
+        cfg=self.cfg)
 
-  return loss_fn
+
+def make_loss_fn(config) -> ParserLoss:
+  """The stage-3 loss of `config.loss`; its data comes via `loss_args`."""
+  return ParserLoss(ml_collections.FrozenConfigDict(config.loss))
+
+
+def loss_args(thresholds_a, thresholds_v, class_freq_a, class_freq_v
+              ) -> dict[str, np.ndarray]:
+  """The label statistics the loss reads (Eq. (9) thresholds, class-balance
+  frequencies), as float32 arrays for trainer.fit(loss_args=...)."""
+  return {k: np.asarray(v, np.float32) for k, v in (
+      ("thresholds_a", thresholds_a), ("thresholds_v", thresholds_v),
+      ("class_freq_a", class_freq_a), ("class_freq_v", class_freq_v))}
 
 
 def load_inputs(config, ids) -> dict[str, np.ndarray]:
@@ -84,11 +107,11 @@ def train_data(config, rec: avvp.LLPSplit, pl: dict) -> dict:
               v_logit=np.asarray(pl["v_logit"], np.float32))
 
 
-def loss_fn_from_pseudo_labels(config, pl: dict):
-  """make_loss_fn with the thresholds and class frequencies of `pl`."""
-  return make_loss_fn(config, pl["thresholds_a"], pl["thresholds_v"],
-                      pl_lib.class_frequencies(pl["a_label"]),
-                      pl_lib.class_frequencies(pl["v_label"]))
+def loss_args_from_pseudo_labels(pl: dict) -> dict[str, np.ndarray]:
+  """loss_args with the thresholds and class frequencies of stage-2 `pl`."""
+  return loss_args(pl["thresholds_a"], pl["thresholds_v"],
+                   pl_lib.class_frequencies(pl["a_label"]),
+                   pl_lib.class_frequencies(pl["v_label"]))
 
 
 def predict_fn(model, batch):

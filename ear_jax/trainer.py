@@ -1,13 +1,24 @@
 """The training loop every stage shares: AdamW, scanned jitted epochs, resume.
 
-A stage supplies `make_model`, a `loss_fn(model, batch, key)`, a `make_batch`
-that gathers a batch from the device-resident dataset inside jit, and an
-optional `evaluate(weights) -> {"val/...": value}` for model selection.
+A stage supplies `make_model`, a `loss_fn(model, batch, key)` (or
+`loss_fn(model, batch, key, loss_args)` with `fit(loss_args=...)`), a
+`make_batch` that gathers a batch from the device-resident dataset inside
+jit, and an optional `evaluate(weights) -> {"val/...": value}` for model
+selection.
+
+Compiled once per program, not per data: the run's PRNG key and `loss_args`
+(e.g. stage-2 thresholds and class frequencies) are arguments of the jitted
+epoch, never constants in it, and `make_model(seed=...)` factories get the
+seed as an argument of the jitted init. So a new seed or new pseudo-labels
+reuse the executable: in one process through the epoch-function cache below
+(when the loss is a hashable object, e.g. parser_lib.ParserLoss), across
+processes through JAX's persistent compilation cache (identical programs).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -73,19 +84,33 @@ def make_optimizer(optim, steps_per_epoch: int, total_epochs: int):
 
 
 # ---------------------------------------------------------------- train step
-def make_train_step(graphdef, tx, loss_fn: LossFn, make_batch: MakeBatch,
-                    train_key: jax.Array, mesh):
-  """(state, data, idx_B, mask_B) -> (state, metrics): one pure step."""
+def step_consts(train_key: jax.Array, loss_args: PyTree = None) -> dict:
+  """The per-run data of a train step: {"key": PRNG key, "loss": args}."""
+  return {"key": train_key, "loss": loss_args}
 
-  def train_step(state: ts_lib.TrainState, data, idx_B, mask_B):
+
+def make_train_step(graphdef, tx, loss_fn: LossFn, make_batch: MakeBatch,
+                    mesh):
+  """(state, data, consts, idx_B, mask_B) -> (state, metrics): one pure step.
+
+  consts = step_consts(train_key, loss_args): the step's dropout/mixup key is
+  fold_in(consts["key"], step); loss_fn gets consts["loss"] as a fourth
+  argument unless it is None.
+  """
+
+  def train_step(state: ts_lib.TrainState, data, consts, idx_B, mask_B):
     batch = sharding_lib.constrain_batch(make_batch(data, idx_B, mask_B), mesh)
-    key = jax.random.fold_in(train_key, state.step)
+    key = jax.random.fold_in(consts["key"], state.step)
+    loss_args = consts["loss"]
 
     def objective(params):
       # Fresh Variables in this trace: BatchNorm updates its statistics.
       model_state = jax.tree.map(lambda x: x, state.model_state)
       model = nnx.merge(graphdef, params, model_state)
-      loss, aux = loss_fn(model, batch, key)
+      if loss_args is None:
+        loss, aux = loss_fn(model, batch, key)
+      else:
+        loss, aux = loss_fn(model, batch, key, loss_args)
       _, _, model_state = ts_lib.split_model(model)
       return loss, (aux, model_state)
 
@@ -102,14 +127,62 @@ def make_train_step(graphdef, tx, loss_fn: LossFn, make_batch: MakeBatch,
 
 
 def make_epoch_fn(train_step):
-  """Scans the step over the [steps, B] index array of one epoch."""
+  """Scans the step over the [steps, B] index array of one epoch:
+  (state, data, consts, idx_SxB, mask_SxB) -> (state, per-step metrics)."""
 
-  def run(state, data, idx_SxB, mask_SxB):
+  def run(state, data, consts, idx_SxB, mask_SxB):
     def body(st, xs):
-      return train_step(st, data, *xs)
+      return train_step(st, data, consts, *xs)
     return jax.lax.scan(body, state, (idx_SxB, mask_SxB))
 
   return jax.jit(run, donate_argnums=0)
+
+
+# (graphdef, optimizer config, loss, make_batch, mesh) -> jitted epoch.
+_EPOCH_FNS: dict = {}
+
+
+def _optimizer_key(optim, steps_per_epoch: int, total_epochs: int):
+  return (json.dumps(optim.to_dict() if hasattr(optim, "to_dict")
+                     else dict(optim), sort_keys=True, default=str),
+          steps_per_epoch, total_epochs)
+
+
+def cached_epoch_fn(graphdef, tx, optimizer_key, loss_fn: LossFn,
+                    make_batch: MakeBatch, mesh):
+  """make_epoch_fn(make_train_step(...)), one per program in this process.
+
+  Two fits that differ only in data (seed, loss_args, train set) get the
+  same jitted function, so its traced and compiled executable is reused.
+  Unhashable losses (plain closures) get a fresh function every time.
+  """
+  key = (graphdef, optimizer_key, loss_fn, make_batch, mesh)
+  try:
+    hash(key)
+  except TypeError:
+    return make_epoch_fn(make_train_step(graphdef, tx, loss_fn, make_batch,
+                                         mesh))
+  if key not in _EPOCH_FNS:
+    _EPOCH_FNS[key] = make_epoch_fn(
+        make_train_step(graphdef, tx, loss_fn, make_batch, mesh))
+  return _EPOCH_FNS[key]
+
+
+def init_state(make_model, tx, seed: int, out_sharding):
+  """The initial TrainState, jitted; a `make_model(seed=...)` factory gets
+  jax.random.key(seed) traced (one program for every seed; the same key
+  nnx.Rngs(seed) would make)."""
+  try:
+    takes_seed = "seed" in inspect.signature(make_model).parameters
+  except (TypeError, ValueError):
+    takes_seed = False
+  if not takes_seed:
+    return jax.jit(lambda: ts_lib.create_train_state(make_model, tx)[1],
+                   out_shardings=out_sharding)()
+  return jax.jit(
+      lambda s: ts_lib.create_train_state(
+          lambda: make_model(seed=jax.random.key(s)), tx)[1],
+      out_shardings=out_sharding)(jnp.asarray(seed, jnp.int32))
 
 
 # ------------------------------------------------------------------ the loop
@@ -171,8 +244,13 @@ def fit(
     best_metric: str | None = None,
     meta: dict | None = None,
     mesh=None,
+    loss_args: PyTree = None,
 ) -> FitResult:
   """Trains with resume; returns the best (or last) weights.
+
+  `loss_args` (a pytree of arrays, e.g. thresholds) reaches the jitted step
+  as an argument and `loss_fn(model, batch, key, loss_args)`: new values
+  never recompile.
 
   Checkpoints go to <workdir>/checkpoints every `checkpoint_every_epochs` and
   at the end; the best weights by `best_metric` (strict >, from 0) are kept
@@ -217,13 +295,13 @@ def fit(
   else:
     start_epoch = 0
     writer.truncate_after(0)  # rows of a run killed before its checkpoint
-    state = jax.jit(
-        lambda: ts_lib.create_train_state(make_model, tx)[1],
-        out_shardings=repl)()
+    state = init_state(make_model, tx, config.seed, repl)
 
   data_dev = sharding_lib.put_replicated(train_data, mesh)
-  step_fn = make_train_step(graphdef, tx, loss_fn, make_batch, train_key, mesh)
-  epoch_fn = make_epoch_fn(step_fn)
+  consts = sharding_lib.put_replicated(step_consts(train_key, loss_args), mesh)
+  epoch_fn = cached_epoch_fn(
+      graphdef, tx, _optimizer_key(config.optim, spe, total_epochs), loss_fn,
+      make_batch, mesh)
   eval_every = config.get("eval_every_epochs", 1)
   ckpt_every = config.get("checkpoint_every_epochs", 10)
   base_meta = dict(meta or {}, stage=config.stage,
@@ -238,7 +316,7 @@ def fit(
     first_step = int(state.step)
     idx, mask = pipeline.index_batches(
         pipeline.epoch_order(config.seed, epoch, num_train), batch_size)
-    state, metrics = epoch_fn(state, data_dev, idx, mask)
+    state, metrics = epoch_fn(state, data_dev, consts, idx, mask)
     metrics = jax.device_get(metrics)
     _nonfinite_check(np.asarray(metrics["loss"]), first_step)
     _log_rows(writer, metrics, first_step, config.log_every_steps, lr_fn)

@@ -145,9 +145,9 @@ def test_generator_step_on_four_devices_equals_one(data_root):
     graphdef, state = ts_lib.create_train_state(make_model, tx)
     state = jax.device_put(state, sharding_lib.replicated(mesh))
     step = jax.jit(trainer_lib.make_train_step(
-        graphdef, tx, loss_fn, generator_lib.make_batch,
-        jax.random.key(0), mesh))
+        graphdef, tx, loss_fn, generator_lib.make_batch, mesh))
     state, metrics = step(state, sharding_lib.put_replicated(train, mesh),
+                          trainer_lib.step_consts(jax.random.key(0)),
                           idx, mask)
     results.append((jax.device_get(state.params), float(metrics["loss"])))
   assert results[0][1] == pytest.approx(results[1][1], rel=1e-5)

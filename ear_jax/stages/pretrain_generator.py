@@ -31,7 +31,8 @@ def run(config):
 
   result = trainer_lib.fit(
       config, make_model=make_model,
-      loss_fn=generator_lib.make_loss_fn(config, text_a, text_v),
+      loss_fn=generator_lib.make_loss_fn(config),
+      loss_args=generator_lib.loss_args(text_a, text_v),
       make_batch=generator_lib.make_batch, train_data=train,
       num_train=len(train["valid"]),
       evaluate=lambda w: generator_lib.seg_av_on_device(predictor, w),

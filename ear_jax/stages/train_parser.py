@@ -23,7 +23,7 @@ def run(config):
                                   for s in avvp.LLP_SPLITS)
   pl = parser_lib.load_pseudo_labels(config.pseudo_labels_dir, train_rec.ids)
   train = parser_lib.train_data(config, train_rec, pl)
-  loss_fn = parser_lib.loss_fn_from_pseudo_labels(config, pl)
+  loss_args = parser_lib.loss_args_from_pseudo_labels(pl)
   logging.info("LLP: %d train, %d val, %d test; features %s; pseudo-labels"
                " %s", len(train_rec.ids), len(val_rec.ids), len(test_rec.ids),
                config.data.features, config.pseudo_labels_dir)
@@ -47,7 +47,8 @@ def run(config):
     return evaluator_lib.prefixed("val", scores)
 
   result = trainer_lib.fit(
-      config, make_model=make_model, loss_fn=loss_fn,
+      config, make_model=make_model, loss_fn=parser_lib.make_loss_fn(config),
+      loss_args=loss_args,
       make_batch=evaluator_lib.gather, train_data=train,
       num_train=len(train_rec.ids), evaluate=evaluate,
       best_metric=config.best_metric,

@@ -274,14 +274,15 @@ def import_uwav(root):
 class TorchHANStep:
   """UWAV main.py's train-loop body (scripts/train_han.sh arguments)."""
 
-  def __init__(self, uwav, d3, batch, steps, tiny):
+  def __init__(self, uwav, d3, batch, steps, tiny, device="cpu"):
     import torch
     uwav_han, _, train_utils = uwav
     self.torch, self.train_utils = torch, train_utils
+    self.device = torch.device(device)
     torch.manual_seed(0)
     cfg = TINY_HAN if tiny else UWAV_HAN
     self.model = uwav_han.HybridAttentionNet(num_classes=C3, **cfg)
-    self.model.train()
+    self.model.to(self.device).train()
     self.args = argparse.Namespace(**UWAV_HAN_LOSS)
     o = UWAV_HAN_OPT
     self.opt = torch.optim.AdamW(self.model.parameters(), lr=o["lr"],
@@ -289,7 +290,7 @@ class TorchHANStep:
                                  betas=o["betas"], eps=o["eps"])
     self.grad_norm = o["grad_norm"]
     self.n_params = sum(p.numel() for p in self.model.parameters())
-    t = lambda x: torch.from_numpy(np.ascontiguousarray(x))
+    t = lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
     rng = np.random.default_rng(1)
     self.batches = []
     n = len(d3["audio"])
@@ -299,8 +300,9 @@ class TorchHANStep:
           video_s=t(d3["visual_2d"][i]), video_st=t(d3["visual_3d"][i]),
           audio=t(d3["audio"][i]), weak_label=t(d3["weak"][i]),
           a_logit=t(d3["a_logit"][i]), v_logit=t(d3["v_logit"][i]),
-          valid_mask=torch.ones(batch, T3),
-          attn_mask=torch.ones(batch, T3, T3, dtype=torch.bool)))
+          valid_mask=torch.ones(batch, T3, device=self.device),
+          attn_mask=torch.ones(batch, T3, T3, dtype=torch.bool,
+                               device=self.device)))
     self.consts = dict(
         a_thresholds=t(d3["thresholds_a"]), v_thresholds=t(d3["thresholds_v"]),
         a_class_freq=t(d3["freq_a"]), v_class_freq=t(d3["freq_v"]))
@@ -324,8 +326,10 @@ class TorchHANStep:
     return loss_dict["loss_all"]
 
   def __call__(self) -> float:
+    _sync(self.torch, self.device)
     t0 = time.perf_counter()
     losses = [self.step(b) for b in self.batches]
+    _sync(self.torch, self.device)
     self.loss = float(np.mean(losses))
     return (time.perf_counter() - t0) / len(self.batches)
 
@@ -333,16 +337,17 @@ class TorchHANStep:
 class TorchGeneratorStep:
   """UWAV main_pretrain.py's train-loop body (train_transformer.sh)."""
 
-  def __init__(self, uwav, d1, batch, steps, tiny):
+  def __init__(self, uwav, d1, batch, steps, tiny, device="cpu"):
     import torch
     _, uwav_tt, train_utils = uwav
     self.torch, self.train_utils = torch, train_utils
+    self.device = dev = torch.device(device)
     torch.manual_seed(0)
     cfg = TINY_GEN if tiny else UWAV_GEN
     self.model = uwav_tt.TemporalTransformer(
-        clap_event_feats=torch.from_numpy(d1["text_a"]),
-        clip_event_feats=torch.from_numpy(d1["text_v"]), **cfg)
-    self.model.train()
+        clap_event_feats=torch.from_numpy(d1["text_a"]).to(dev),
+        clip_event_feats=torch.from_numpy(d1["text_v"]).to(dev), **cfg)
+    self.model.to(dev).train()
     o = UWAV_GEN_OPT
     self.args = argparse.Namespace(pos_weight=o["pos_weight"],
                                    neg_weight=o["neg_weight"])
@@ -357,11 +362,11 @@ class TorchGeneratorStep:
     for _ in range(steps):
       i = rng.integers(0, n, batch)
       self.batches.append(dict(
-          clip=torch.from_numpy(d1["clip"][i]),
-          clap=torch.from_numpy(d1["clap"][i]),
-          gt=torch.from_numpy(d1["y_av"][i].astype(np.float32)),
-          valid=torch.from_numpy(d1["valid"][i].astype(np.float32)),
-          attn_mask=torch.ones(batch, t, t, dtype=torch.bool)))
+          clip=torch.from_numpy(d1["clip"][i]).to(dev),
+          clap=torch.from_numpy(d1["clap"][i]).to(dev),
+          gt=torch.from_numpy(d1["y_av"][i].astype(np.float32)).to(dev),
+          valid=torch.from_numpy(d1["valid"][i].astype(np.float32)).to(dev),
+          attn_mask=torch.ones(batch, t, t, dtype=torch.bool, device=dev)))
     self.loss = None
 
   def step(self, b):
@@ -378,8 +383,10 @@ class TorchGeneratorStep:
     return loss_dict["loss_all"]
 
   def __call__(self) -> float:
+    _sync(self.torch, self.device)
     t0 = time.perf_counter()
     losses = [self.step(b) for b in self.batches]
+    _sync(self.torch, self.device)
     self.loss = float(np.mean(losses))
     return (time.perf_counter() - t0) / len(self.batches)
 
@@ -387,13 +394,15 @@ class TorchGeneratorStep:
 class TorchHANInfer:
   """HybridAttentionNet forward over the split (eval(), no_grad)."""
 
-  def __init__(self, uwav, d3, batch, tiny):
+  def __init__(self, uwav, d3, batch, tiny, device="cpu"):
     import torch
     self.torch = torch
+    self.device = torch.device(device)
     torch.manual_seed(0)
     cfg = TINY_HAN if tiny else UWAV_HAN
-    self.model = uwav[0].HybridAttentionNet(num_classes=C3, **cfg).eval()
-    self.x = [torch.from_numpy(d3[k]) for k in
+    self.model = uwav[0].HybridAttentionNet(num_classes=C3, **cfg).eval().to(
+        self.device)
+    self.x = [torch.from_numpy(d3[k]).to(self.device) for k in
               ("audio", "visual_2d", "visual_3d")]
     self.batch = batch
 
@@ -404,10 +413,16 @@ class TorchHANInfer:
     with torch.no_grad():
       for s in range(0, n, self.batch):
         a, v2, v3 = (x[s:s + self.batch] for x in self.x)
-        mask = torch.ones(len(a), T3, T3, dtype=torch.bool)
+        mask = torch.ones(len(a), T3, T3, dtype=torch.bool,
+                          device=self.device)
         out = self.model(a, v2, vis_3d_feat=v3, attn_mask=mask)
-        _ = [o.numpy() for o in out[:5]]
+        _ = [o.cpu().numpy() for o in out[:5]]
     return time.perf_counter() - t0
+
+
+def _sync(torch, device):
+  if device.type == "cuda":
+    torch.cuda.synchronize(device)
 
 
 # ------------------------------------------------------------------ timing --

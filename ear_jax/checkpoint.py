@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import sys
+import weakref
 from typing import Any
 
 from absl import logging
@@ -63,13 +64,28 @@ def _manager(directory: str, max_to_keep: int) -> ocp.CheckpointManager:
   )
 
 
+# Checkpointers of this process by workdir (weakly held).
+_OPEN: "weakref.WeakValueDictionary[str, Checkpointer]" = (
+    weakref.WeakValueDictionary())
+
+
 class Checkpointer:
-  """Latest checkpoints (for resume) and the best one (for later stages)."""
+  """Latest checkpoints (for resume) and the best one (for later stages).
+
+  A new Checkpointer on a workdir first lets an earlier one of this process
+  (e.g. of a fit that raised mid-run) finish its asynchronous writes, so a
+  retry in the same process never races a stale writer.
+  """
 
   def __init__(self, workdir: str, max_to_keep: int = 2):
     self.workdir = workdir
+    key = os.path.abspath(workdir)
+    previous = _OPEN.get(key)
+    if previous is not None:
+      previous.wait()
     self.latest = _manager(os.path.join(workdir, "checkpoints"), max_to_keep)
     self.best = _manager(os.path.join(workdir, "best"), 1)
+    _OPEN[key] = self
 
   def save(self, step: int, state: Any, meta: dict):
     """Saves the full TrainState (for resume) under checkpoints/<step>."""
@@ -153,6 +169,9 @@ class Checkpointer:
     self.best.wait_until_finished()
 
   def close(self):
+    key = os.path.abspath(self.workdir)
+    if _OPEN.get(key) is self:
+      del _OPEN[key]
     self.latest.close()
     self.best.close()
 

@@ -12,7 +12,9 @@ def test_unrolled_threefry_equals_the_rolled_default():
   from jax._src.random import threefry2x32 as threefry  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   k1, k2 = (jnp.uint32(v) for v in rng.integers(0, 2**32, 2))
-  x1, x2 = (jnp.asarray(rng.integers(0, 2**32, (3, 1001)), jnp.uint32)
+  # Above the size where the unrolled lowering takes over.
+  shape = (3, cpu_prng.MIN_UNROLLED // 2 + 7)
+  x1, x2 = (jnp.asarray(rng.integers(0, 2**32, shape), jnp.uint32)
             for _ in range(2))
   rolled = jax.jit(lambda *a: threefry._threefry2x32_lowering(  # pylint: disable=protected-access
       *a, use_rolled_loops=True))(k1, k2, x1, x2)
@@ -20,10 +22,14 @@ def test_unrolled_threefry_equals_the_rolled_default():
       k1, k2, x1, x2)
   for a, b in zip(rolled, installed):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  # The installed rule is the unrolled one: no loop in the program.
-  hlo = jax.jit(lambda k: jax.random.bits(k, (64, 33))).lower(
+  # Large draws are unrolled (no loop), small ones keep the rolled loop.
+  big = (2, cpu_prng.MIN_UNROLLED)
+  hlo = jax.jit(lambda k: jax.random.bits(k, big)).lower(
       jax.random.key(3)).as_text()
   assert "while" not in hlo
+  hlo = jax.jit(lambda k: jax.random.bits(k, (64, 33))).lower(
+      jax.random.key(3)).as_text()
+  assert "while" in hlo
 
 
 def test_dropout_masks_unchanged_on_known_key():

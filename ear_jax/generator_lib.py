@@ -26,6 +26,7 @@ from ear_jax import pseudo_labels as pl_lib
 from ear_jax import runs as runs_lib
 from ear_jax.data import avvp
 from ear_jax.data import features as features_lib
+from ear_jax.data import pseudo_label_files as pl_files
 
 # ------------------------------------------------------------ stage 1 inputs
 def unav_json_path(config) -> str:
@@ -218,7 +219,7 @@ def weak_everywhere_scores(rec: avvp.LLPSplit) -> dict:
 
 def score_pseudo_labels(pseudo_labels_dir: str, rec: avvp.LLPSplit) -> dict:
   """The ten LLP numbers of a stage-2 run's binary labels on split `rec`."""
-  pl = pl_lib.read_stage2(
+  pl = pl_files.read_stage2(
       pseudo_labels_dir, list(rec.ids), expect_classes=list(avvp.LLP_CLASSES),
       expect_num_segments=avvp.LLP_NUM_SEGMENTS)
   return gt_scores(pl["a_label"], pl["v_label"], rec)

@@ -18,8 +18,10 @@ from ear_jax import metrics as metrics_lib
 from ear_jax import models as models_lib
 from ear_jax import pseudo_labels as pl_lib
 from ear_jax import runs as runs_lib
+from ear_jax import trainer as trainer_lib
 from ear_jax.data import avvp
 from ear_jax.data import llp_features
+from ear_jax.data import pseudo_label_files as pl_files
 
 
 def model_factory(config):
@@ -67,7 +69,7 @@ def load_inputs(config, ids) -> dict[str, np.ndarray]:
 def load_pseudo_labels(pseudo_labels_dir: str, ids) -> dict:
   """Stage-2 artifacts of `ids`, checked against LLP's classes and T."""
   try:
-    return pl_lib.read_stage2(
+    return pl_files.read_stage2(
         pseudo_labels_dir, list(ids), expect_classes=list(avvp.LLP_CLASSES),
         expect_num_segments=avvp.LLP_NUM_SEGMENTS)
   except (ValueError, FileNotFoundError, KeyError) as e:
@@ -123,3 +125,11 @@ def predict(graphdef, weights, inputs: dict, batch_size: int) -> dict:
   out = make_predictor(graphdef, inputs, batch_size)(weights)
   sig = lambda x: np.moveaxis(1 / (1 + np.exp(-x.astype(np.float64))), 1, 2)
   return dict(out, a_prob=sig(out["a_logits"]), v_prob=sig(out["v_logits"]))
+
+
+def adjacencies(graphdef, weights) -> dict[str, np.ndarray]:
+  """The learned ERM adjacencies of a parser ({} if it has none: HAN, or EAR
+  without the graph ERM), e.g. {"uni_a/layer0": [C, C], "multi/layer0":
+  [2C, 2C]}."""
+  get = getattr(trainer_lib.merge(graphdef, weights), "adjacencies", None)
+  return {k: np.asarray(v) for k, v in get().items()} if get else {}

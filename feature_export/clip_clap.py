@@ -13,6 +13,7 @@ from typing import Any
 from absl import logging
 import numpy as np
 
+from ear_jax import jsonio
 from ear_jax.data import features as features_lib
 from feature_export import common
 from feature_export import decode as decode_lib
@@ -182,7 +183,7 @@ class Exporter:
       else:
         emb = self.encode_text(f, prompts)
         common.check_finite("<text>", f, emb)
-        features_lib.save_npy_atomic(path, emb)
+        jsonio.save_npy_atomic(path, emb)
         logging.info("wrote %s %s", path, emb.shape)
       info[f] = entry
     return dict(event_feats=info)

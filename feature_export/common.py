@@ -338,7 +338,7 @@ def export(config, exporter) -> dict[str, Any]:
       try:
         out = exporter.finalize(feature, vid, out)
         check_finite(vid, feature, out)
-        features_lib.save_npy_atomic(
+        jsonio.save_npy_atomic(
             features_lib.feature_path(root, feature, vid), out)
         written[vid].add(feature)
       except Exception as e:  # pylint: disable=broad-except

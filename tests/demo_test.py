@@ -148,6 +148,7 @@ def test_demo_orchestration_tables_report_and_resume(tmp_path, fake_stages,
   kinds = {os.path.basename(p).split("_")[0] for p in pngs}
   assert kinds == {"curves", "erm", "timeline"}
   assert "figures/erm_multi.png" in pngs and "figures/erm_uni_a.png" in pngs
+  assert "Figures not drawn" not in md
   for p in pngs:
     with open(os.path.join(w, p), "rb") as f:
       assert f.read(8) == PNG_MAGIC, p
@@ -172,6 +173,32 @@ def test_demo_orchestration_tables_report_and_resume(tmp_path, fake_stages,
   assert [n for n, _ in fake_stages.calls] == ["stage1", "stage2", "stage3",
                                                "stage3_han"]
   assert capsys.readouterr().out.count("restarting") == 3
+
+
+def test_demo_report_with_han_as_the_main_parser(tmp_path, fake_stages):
+  """Every optional figure works with every parser: HAN has no ERM, so its
+  heatmaps are skipped, with a note in the report; the rest is drawn."""
+  c = _tiny_config(tmp_path)
+  c.stage3.model.name = "han"
+  demo_lib.run(c)
+  assert dict(fake_stages.calls)["stage3"].model.name == "han"
+  w = str(tmp_path)
+  results = json.load(open(f"{w}/results.json"))
+  assert results["figures"]["heatmaps"] == {}
+  assert set(results["figures"]["curves"]) == {"stage1", "stage3",
+                                               "stage3_han"}
+  assert len(results["figures"]["timelines"]) == c.num_timelines > 0
+  md = open(f"{w}/report.md").read()
+  assert "## ERM adjacency matrices" not in md
+  assert "## Figures not drawn" in md
+  assert ("ERM adjacency heatmaps: not drawn, the `stage3` parser"
+          " (model.name=han) has no ERM adjacency matrices.") in md
+  pngs = re.findall(r"\]\(([^)]+\.png)\)", md)
+  assert {os.path.basename(p).split("_")[0] for p in pngs} == {"curves",
+                                                               "timeline"}
+  for p in pngs:
+    with open(os.path.join(w, p), "rb") as f:
+      assert f.read(8) == PNG_MAGIC, p
 
 
 def test_demo_rejects_other_synthetic_settings(tmp_path, fake_stages):

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import pathlib
 
 from absl import logging
 import numpy as np
+
+from ear_jax import jsonio
 
 # pylint: disable=invalid-name
 
@@ -295,21 +296,6 @@ def _is_number(x) -> bool:
   return t is int or (t is float and math.isfinite(x))
 
 
-class _DuplicateKey(ValueError):
-  pass
-
-
-def _unique_keys(pairs):
-  out = dict(pairs)
-  if len(out) != len(pairs):
-    seen = set()
-    for k, _ in pairs:
-      if k in seen:
-        raise _DuplicateKey(k)
-      seen.add(k)
-  return out
-
-
 def _load_unav_database(json_path) -> tuple[pathlib.Path, dict]:
   path = pathlib.Path(json_path)
   if not path.is_file():
@@ -318,15 +304,7 @@ def _load_unav_database(json_path) -> tuple[pathlib.Path, dict]:
         " unav100_annotations.json (from the UnAV-100 release, or written by"
         " ear_jax.data.synthetic.write_synthetic)."
     )
-  try:
-    data = json.loads(path.read_bytes(), object_pairs_hook=_unique_keys)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f"{path}: invalid JSON ({e}).") from e
-  except _DuplicateKey as e:
-    raise ValueError(
-        f"{path}: key {e.args[0]!r} appears twice in one object (e.g. a video"
-        " listed twice in \"database\"); JSON readers keep only one copy"
-        " silently. Remove or merge the duplicate.") from e
+  data = jsonio.read_json(path, unique_keys=True)
   if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
     raise ValueError(
         f'{path}: no "database" object at the top level; expected'

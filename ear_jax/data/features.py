@@ -12,7 +12,6 @@ import math
 import os
 import pathlib
 import re
-import uuid
 
 from absl import logging
 import numpy as np
@@ -76,21 +75,6 @@ def available_ids(root, names) -> list[str]:
       ids = {f[:-4] for f in os.listdir(directory) if f.endswith(".npy")}
     found = ids if found is None else found & ids
   return sorted(found or ())
-
-
-def save_npy_atomic(path, array) -> pathlib.Path:
-  """Writes `array` to `path` via a temporary file and os.replace."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-  try:
-    with open(tmp, "wb") as f:
-      np.save(f, np.asarray(array), allow_pickle=False)
-    os.replace(tmp, path)
-  except BaseException:
-    tmp.unlink(missing_ok=True)
-    raise
-  return path
 
 
 @functools.lru_cache(maxsize=1024)

@@ -16,6 +16,7 @@ import time
 from absl import logging
 import numpy as np
 
+from ear_jax import jsonio
 from ear_jax.data import avvp as avvp_lib
 from ear_jax.data import features as features_lib
 
@@ -311,11 +312,7 @@ def _llp_quirks(rows_of, split_filenames, rng):
 
 
 def _write_text(path: pathlib.Path, lines: list[str]) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.tmp")
-  with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-    f.write("\n".join(lines) + "\n")
-  os.replace(tmp, path)
+  jsonio.write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def _latents(world, videos) -> dict[str, list[np.ndarray]]:
@@ -349,7 +346,7 @@ def _write_features(pool, world, rng_seed, space, out_dir, ids, latents,
     futures = futures[-2 * _CHUNK:]
     for i, x in zip(chunk, np.split(feats, np.cumsum(lens)[:-1])):
       futures.append(pool.submit(
-          features_lib.save_npy_atomic, out_dir / spec.subdir / f"{ids[i]}.npy",
+          jsonio.save_npy_atomic, out_dir / spec.subdir / f"{ids[i]}.npy",
           x))
   return futures
 
@@ -403,7 +400,7 @@ def _write_llp(pool, root, world, seed, sizes, ids, han_features,
   for s, space in enumerate(["clip", "clap"] if clip_clap_features else []):
     text = world.text(_rng(seed, 5, 0, s), space, world.llp_latent)
     futures.append(pool.submit(
-        features_lib.save_npy_atomic,
+        jsonio.save_npy_atomic,
         out / features_lib.EVENT_FEATURES[space], text))
   return out, splits, len(filenames) + 1, futures
 
@@ -478,8 +475,9 @@ def _write_unav(pool, root, world, seed, sizes, ids, max_duration,
   out = root / "UnAV"
   out.mkdir(parents=True, exist_ok=True)
   json_path = out / "unav100_annotations.json"
-  json_path.write_text(json.dumps({"version": "unav100", "database": database}))
-  (out / "planted_events.json").write_text(json.dumps(planted))
+  jsonio.write_text_atomic(
+      json_path, json.dumps({"version": "unav100", "database": database}))
+  jsonio.write_text_atomic(out / "planted_events.json", json.dumps(planted))
   futures = []
   latents = _latents(world, videos)
   for s, space in enumerate(["clip", "clap"] if clip_clap_features else []):
@@ -489,7 +487,7 @@ def _write_unav(pool, root, world, seed, sizes, ids, max_duration,
     text = world.text(_rng(seed, 5, 1, s), space,
                       np.arange(len(avvp_lib.UNAV_CLASSES)))
     futures.append(pool.submit(
-        features_lib.save_npy_atomic,
+        jsonio.save_npy_atomic,
         out / features_lib.EVENT_FEATURES[space], text))
   sizes = dict(zip(avvp_lib.UNAV_SPLITS, sizes))
   max_segments = max(avvp_lib.num_segments_of(v["duration"])

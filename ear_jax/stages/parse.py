@@ -8,6 +8,7 @@ from absl import logging
 import jax
 import tqdm
 
+from ear_jax import jsonio
 from ear_jax import metrics as metrics_lib
 from ear_jax import parser_lib
 from ear_jax import plots as plots_lib
@@ -77,7 +78,7 @@ def run(config) -> dict:
         video_level={c: round(float(p), 6)
                      for c, p in zip(classes, out["global_prob"][i])})
     rel_json = f"parsed/{vid}.json"
-    report_lib.write_json(os.path.join(config.workdir, rel_json), parsed)
+    jsonio.write_json_atomic(os.path.join(config.workdir, rel_json), parsed)
     entry = dict(video_id=vid, json=rel_json, num_events=len(events),
                  has_gt=vid in gt)
     if config.timelines:
@@ -87,7 +88,7 @@ def run(config) -> dict:
           {"prediction": (pred_a[i], pred_v[i])}, classes, gt=gt.get(vid),
           title=f"{vid} ({cfg.model.name} parser)")
     index.append(entry)
-  report_lib.write_json(
+  jsonio.write_json_atomic(
       os.path.join(config.workdir, "parsed", "index.json"),
       dict(parser_workdir=os.path.abspath(config.parser_workdir),
            model=cfg.model.name, checkpoint=which,

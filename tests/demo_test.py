@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from configs import demo as demo_config
+from ear_jax import jsonio
 from ear_jax import metrics as metrics_lib
-from ear_jax import report as report_lib
 from ear_jax import stages as stages_lib
 from ear_jax import trainer as trainer_lib
 from ear_jax import writer as writer_lib
@@ -48,8 +48,8 @@ class FakeStages:
     self.calls.append(("stage1", cfg))
     trainer_lib.write_config(cfg.workdir, cfg)
     _fake_metrics(cfg, "val/seg_av")
-    report_lib.write_json(f"{cfg.workdir}/eval/unav_validation.json",
-                          {"seg_av": 1.0})
+    jsonio.write_json_atomic(f"{cfg.workdir}/eval/unav_validation.json",
+                             {"seg_av": 1.0})
 
   def s2(self, cfg):
     self.calls.append(("stage2", cfg))
@@ -57,7 +57,7 @@ class FakeStages:
     for i, split in enumerate(("val", "test")):
       metrics_lib.write_eval_json(f"{cfg.workdir}/eval/{split}.json",
                                   _scores(i))
-      report_lib.write_json(
+      jsonio.write_json_atomic(
           f"{cfg.workdir}/eval/baselines_{split}.json",
           {"weak_everywhere": metrics_lib.with_avg(_scores(10 + i)),
            "zero_shot": metrics_lib.with_avg(_scores(20 + i))})

@@ -198,12 +198,14 @@ def _restore(manager, step, abstract_state):
 
 
 def restore_from_workdir(
-    workdir: str, abstract_state: Any, which: str = "best"
+    workdir: str, abstract_weights: Any, which: str = "best"
 ) -> tuple[Any, dict]:
-  """Loads `which` ("best" | "latest") of a finished run, e.g. stage 1 for 2.
+  """Loads the weights of `which` ("best" | "latest") of a run, e.g. stage 1
+  for 2; no optimizer needed.
 
-  Returns ({"params", "model_state"}, meta) in both cases; `abstract_state`
-  is the abstract TrainState of the same model config.
+  `abstract_weights` is {"params", "model_state"} (ShapeDtypeStructs) of the
+  same model config; a latest checkpoint is a full TrainState, of which only
+  those two are read. Returns ({"params", "model_state"}, meta).
   """
   if which not in ("best", "latest"):
     raise ValueError(f"checkpoint={which!r}; expected 'best' or 'latest'")
@@ -222,16 +224,17 @@ def restore_from_workdir(
   step = manager.latest_step()
   if step is None:
     raise FileNotFoundError(f"{directory} holds no checkpoint.")
-  if which == "best":
-    target = dict(params=abstract_state.params,
-                  model_state=abstract_state.model_state)
-  else:
-    target = abstract_state
+  target = dict(params=abstract_weights["params"],
+                model_state=abstract_weights["model_state"])
   try:
-    tree, meta = _restore(manager, step, target)
-    if which == "latest":
-      tree = dict(params=tree.params, model_state=tree.model_state)
-    return tree, meta
+    out = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(
+            target, restore_args=ocp.checkpoint_utils.construct_restore_args(
+                target), partial_restore=True),
+        meta=ocp.args.JsonRestore()))
+    tree = out["state"]
+    return (dict(params=tree["params"], model_state=tree["model_state"]),
+            dict(out["meta"]))
   except Exception as e:  # pylint: disable=broad-except
     if _structure_mismatch(e):
       raise CheckpointError(

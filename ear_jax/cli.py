@@ -22,6 +22,7 @@ from jax.experimental.compilation_cache import compilation_cache
 from ml_collections import config_flags
 
 from ear_jax import config_lib
+from ear_jax import stages as stages_lib
 from ear_jax import validate as validate_lib
 from ear_jax import workdir as workdir_lib
 
@@ -33,12 +34,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 # config.stage -> "module:function", imported only when chosen (so torch is
 # only imported by the feature exporters).
 STAGES = {
-    "pretrain_generator": "ear_jax.stages.pretrain_generator:run",
-    "generate_pseudo_labels": "ear_jax.stages.generate_pseudo_labels:run",
-    "train_parser": "ear_jax.stages.train_parser:run",
-    "evaluate": "ear_jax.stages.evaluate:run",
-    "parse": "ear_jax.stages.parse:run",
-    "demo": "ear_jax.stages.demo:run",
+    **{k: f"{v}:run" for k, v in stages_lib.RUNNERS.items()},
     "import_torch": "ear_jax.torch_import:run",
     "export_features": "feature_export.common:run",
 }

@@ -12,6 +12,7 @@ import pytest
 
 from ear_jax import metrics as metrics_lib
 from ear_jax import report as report_lib
+from ear_jax.data import features as features_lib
 
 C, T = 4, 10
 CLASSES = ("Speech", "Dog", "Car", "Cat")
@@ -98,10 +99,10 @@ def save_untrained_parser(cfg, step=3):
   from ear_jax import checkpoint as ckpt_lib
   from ear_jax import train_state as ts_lib
   from ear_jax import trainer as trainer_lib
-  from ear_jax.stages import train_parser as s3_lib
+  from ear_jax import parser_lib
   import jax
   trainer_lib.write_config(cfg.workdir, cfg)
-  make_model = s3_lib.model_factory(cfg)
+  make_model = parser_lib.model_factory(cfg)
   # Jitted init: eager init dispatches (and compiles) every op one by one.
   state = jax.jit(
       lambda: ts_lib.create_train_state(make_model, optax.identity())[1])()
@@ -152,8 +153,8 @@ def test_parse_writes_schema_index_and_timelines(parsed_run):
   out = c.workdir
   with open(f"{out}/parsed/index.json") as f:
     index = json.load(f)
-  ids = parse_lib.available_ids(c.features_root, ["vggish", "res152",
-                                                  "r2plus1d_18"])
+  ids = features_lib.available_ids(c.features_root, ["vggish", "res152",
+                                                     "r2plus1d_18"])
   assert [v["video_id"] for v in index["videos"]] == ids and len(ids) >= 10
   assert index["model"] == "ear" and index["checkpoint_step"] == 3
   assert index["checkpoint"] == "best"  # "auto" resolved
@@ -194,12 +195,12 @@ def test_parsed_events_equal_binarised_predictions(parsed_run):
 
 def test_parse_rejects_a_workdir_of_another_stage(tmp_path):
   # pylint: disable=g-import-not-at-top
-  from ear_jax.stages import parse as parse_lib
+  from ear_jax import parser_lib
   (tmp_path / "config.json").write_text(json.dumps({"stage": "demo"}))
   with pytest.raises(ValueError, match="train_parser"):
-    parse_lib.load_parser(str(tmp_path))
+    parser_lib.load_parser(str(tmp_path))
   with pytest.raises(FileNotFoundError, match="config.json"):
-    parse_lib.load_parser(str(tmp_path / "nope"))
+    parser_lib.load_parser(str(tmp_path / "nope"))
 
 
 def test_ground_truth_needs_a_split_csv(tmp_path):

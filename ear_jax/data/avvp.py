@@ -66,6 +66,7 @@ LLP_SPLIT_FILES = {
     "val": "AVVP_val_pd.csv",
     "test": "AVVP_test_pd.csv",
 }
+LLP_SPLITS = tuple(LLP_SPLIT_FILES)  # ("train", "val", "test")
 LLP_FULL_FILE = "AVVP_dataset_full.csv"
 LLP_EVAL_FILES = {"audio": "AVVP_eval_audio.csv",
                   "visual": "AVVP_eval_visual.csv"}

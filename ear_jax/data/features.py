@@ -66,6 +66,18 @@ def feature_path(root, name: str, vid: str) -> pathlib.Path:
   return pathlib.Path(root) / _spec(name).subdir / f"{vid}.npy"
 
 
+def available_ids(root, names) -> list[str]:
+  """Sorted ids that have a file for every feature in `names` under root."""
+  found = None
+  for name in names:
+    directory = os.path.join(root, _spec(name).subdir)
+    ids = set()
+    if os.path.isdir(directory):
+      ids = {f[:-4] for f in os.listdir(directory) if f.endswith(".npy")}
+    found = ids if found is None else found & ids
+  return sorted(found or ())
+
+
 def save_npy_atomic(path, array) -> pathlib.Path:
   """Writes `array` to `path` via a temporary file and os.replace."""
   path = pathlib.Path(path)

@@ -6,57 +6,15 @@ import os
 
 from absl import logging
 import jax
-import numpy as np
 import tqdm
 
 from ear_jax import metrics as metrics_lib
+from ear_jax import parser_lib
 from ear_jax import plots as plots_lib
 from ear_jax import report as report_lib
-from ear_jax import runs as runs_lib
 from ear_jax.data import avvp
 from ear_jax.data import features as features_lib
 from ear_jax.data import llp_features
-from ear_jax.stages import train_parser as s3_lib
-
-
-def load_parser(parser_workdir: str, which: str = "auto"):
-  """(config, graphdef, weights, step, checkpoint) of a finished stage-3
-  run, rebuilt from its config.json exactly as train_parser built it;
-  `checkpoint` is the one "auto" resolved to."""
-  cfg = runs_lib.read_run_config(parser_workdir, "train_parser")
-  graphdef, weights, step, which = runs_lib.restore_run(
-      parser_workdir, cfg, s3_lib.model_factory(cfg), which)
-  return cfg, graphdef, weights, step, which
-
-
-def predict(graphdef, weights, inputs: dict, batch_size: int) -> dict:
-  """global_prob [N,C], a_logits/v_logits [N,T,C], a_prob/v_prob [N,C,T]."""
-  out = s3_lib.make_predictor(graphdef, inputs, batch_size)(weights)
-  sig = lambda x: np.moveaxis(1 / (1 + np.exp(-x.astype(np.float64))), 1, 2)
-  return dict(out, a_prob=sig(out["a_logits"]), v_prob=sig(out["v_logits"]))
-
-
-def feature_names(feature_set: str, use_3d_with_clip: bool) -> list[str]:
-  """The segment features (data/features.py names) a parser input needs."""
-  if feature_set not in llp_features.FEATURE_SETS:
-    raise ValueError(f"features={feature_set!r}; expected one of"
-                     f" {sorted(llp_features.FEATURE_SETS)}.")
-  names = [n for n in llp_features.FEATURE_SETS[feature_set] if n]
-  if feature_set == "clip_clap" and use_3d_with_clip:
-    names.append("r2plus1d_18")
-  return names
-
-
-def available_ids(root: str, names) -> list[str]:
-  """Sorted ids that have a file for every feature in `names` under root."""
-  found = None
-  for name in names:
-    directory = os.path.join(root, features_lib.SEGMENT_FEATURES[name].subdir)
-    ids = set()
-    if os.path.isdir(directory):
-      ids = {f[:-4] for f in os.listdir(directory) if f.endswith(".npy")}
-    found = ids if found is None else found & ids
-  return sorted(found or ())
 
 
 def ground_truth(annotations_dir: str | None) -> dict:
@@ -81,16 +39,16 @@ def ground_truth(annotations_dir: str | None) -> dict:
 
 def run(config) -> dict:
   """Parses the videos; returns the predictions (ids, probabilities, rows)."""
-  cfg, graphdef, weights, step, which = load_parser(config.parser_workdir,
-                                                    config.checkpoint)
+  cfg, graphdef, weights, step, which = parser_lib.load_parser(
+      config.parser_workdir, config.checkpoint)
   feature_set = cfg.data.features
   use_3d = cfg.model.get("use_3d_with_clip", False)
   if config.ids:
     ids = list(dict.fromkeys(i.strip() for i in config.ids.split(",")
                              if i.strip()))
   else:
-    names = feature_names(feature_set, use_3d)
-    ids = available_ids(config.features_root, names)
+    names = llp_features.feature_names(feature_set, use_3d)
+    ids = features_lib.available_ids(config.features_root, names)
     if not ids:
       raise FileNotFoundError(
           f"{config.features_root} holds no video with all of the"
@@ -101,7 +59,7 @@ def run(config) -> dict:
       num_workers=config.data.num_load_workers)
   logging.info("parsing %d videos with %s (%s, step %s)", len(ids),
                config.parser_workdir, cfg.model.name, step)
-  out = predict(graphdef, weights, inputs, config.batch_size)
+  out = parser_lib.predict(graphdef, weights, inputs, config.batch_size)
   pred_a, pred_v = metrics_lib.binarize_parser_outputs(
       out["global_prob"], out["a_logits"], out["v_logits"], config.strict)
   gt = ground_truth(config.annotations_dir)

@@ -1,4 +1,4 @@
-"""The parser's recipes (stage 3, spec STAGE3): model factory, LLP inputs,
+"""The parser's recipes (stage 3, docs/METHOD.md): model factory, LLP inputs,
 stage-2 pseudo-labels, loss closure, predictor and the official scores.
 
 `train_parser`, `evaluate`, `parse`, the demo and the benchmarks build every
@@ -43,7 +43,7 @@ def model_factory(config):
 def make_loss_fn(config, thresholds_a, thresholds_v, class_freq_a,
                  class_freq_v):
   """loss_fn(model, batch, key) for trainer.fit; the label statistics are
-  constants closed over (spec STAGE3 §4.2-4.3)."""
+  constants closed over (Eq. (9), (S-22)-(S-24))."""
   consts = [np.asarray(x, np.float32) for x in
             (thresholds_a, thresholds_v, class_freq_a, class_freq_v)]
 
@@ -129,7 +129,7 @@ def make_predictor(graphdef, inputs, batch_size) -> evaluator_lib.Predictor:
 
 
 def score(predictor, weights, rec: avvp.LLPSplit, strict: bool) -> dict:
-  """The ten LLP numbers of the parser on split `rec` (spec STAGE3 §5)."""
+  """The ten LLP numbers of the parser on split `rec`, Eq. (M1)-(M4)."""
   out = predictor(weights)
   pred_a, pred_v = metrics_lib.binarize_parser_outputs(
       out["global_prob"], out["a_logits"], out["v_logits"], strict=strict)

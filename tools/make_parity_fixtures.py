@@ -464,6 +464,22 @@ def write_synthetic_llp(tmp: str) -> str:
   return os.path.join(tmp, "LLP")
 
 
+FINGERPRINT_FEATURES = ("vggish", "res152", "r2plus1d_18", "clip", "clap")
+
+
+def data_fingerprint(llp: str) -> np.ndarray:
+  """Sums of every test-split feature set and label of the synthetic set:
+  the tests check them first, so a changed data/synthetic.py is named as
+  the cause instead of showing up as a parity failure."""
+  from ear_jax.data import avvp  # pylint: disable=g-import-not-at-top
+  from ear_jax.data import features  # pylint: disable=g-import-not-at-top
+  rec = avvp.read_llp_split(llp, "test")
+  sums = [float(np.sum(features.load_segment_features(llp, name, rec.ids),
+                       dtype=np.float64)) for name in FINGERPRINT_FEATURES]
+  sums += [float(rec.weak.sum()), float(rec.gt_a.sum()), float(rec.gt_v.sum())]
+  return np.asarray(sums, np.float64)
+
+
 def uwav_generator_stage2(root: str) -> None:
   """UWAV's stage 2 with the uwav_generator fixture's weights on the
   synthetic LLP set: main_pretrain.py --mode pseudo_label_generation
@@ -479,6 +495,7 @@ def uwav_generator_stage2(root: str) -> None:
     heads, layers = int(f["cfg/num_heads"]), 2
   with tempfile.TemporaryDirectory() as tmp:
     llp = write_synthetic_llp(tmp)
+    fingerprint = data_fingerprint(llp)
     text = {m: torch.from_numpy(np.load(os.path.join(
         llp, f"feats_{m}", "event_feats", "all_event_feats.npy")))
             for m in ("CLIP", "CLAP")}
@@ -521,7 +538,7 @@ def uwav_generator_stage2(root: str) -> None:
   theta_a, theta_v = eval_utils.calculate_classwise_thresholds(
       args, model, Loader(batches("val")), "cpu")
   arrays = {"out/theta_a": theta_a, "out/theta_v": theta_v,
-            "cfg/layers": np.int32(layers)}
+            "cfg/layers": np.int32(layers), "in/data_fingerprint": fingerprint}
   with torch.no_grad():
     for split in ("train", "val", "test"):
       a, v = model(feats[split]["CLAP"], feats[split]["CLIP"])
@@ -546,6 +563,7 @@ def uwav_han_synthetic(root: str) -> None:
   seed, sizes = SYNTHETIC["seed"], SYNTHETIC["num_llp"]
   with tempfile.TemporaryDirectory() as tmp:
     llp = write_synthetic_llp(tmp)
+    fingerprint = data_fingerprint(llp)
 
     def load(split):
       rec = avvp.read_llp_split(llp, split)
@@ -598,6 +616,7 @@ def uwav_han_synthetic(root: str) -> None:
   arrays.update({
       "cfg/seed": np.int32(seed), "cfg/num_llp": np.asarray(sizes, np.int32),
       "cfg/num_heads": np.int32(arch["nhead"]),
+      "in/data_fingerprint": fingerprint,
       "out/pred_a": np.stack(pred_a), "out/pred_v": np.stack(pred_v)})
   names = {"Seg-a": "seg_a", "Seg-v": "seg_v", "Seg-av": "seg_av",
            "Seg-type": "seg_type", "Seg-event": "seg_event",

@@ -15,6 +15,7 @@ from ml_collections import config_dict
 from ear_jax import metrics as metrics_lib
 from ear_jax import models as models_lib
 from ear_jax.data import llp_features
+from ear_jax.data import valor_labels
 
 # The metrics each training stage's per-epoch evaluation produces.
 STAGE_METRICS = {
@@ -33,7 +34,9 @@ CHOICES = {
     "generate_pseudo_labels": {"logits": ("dynamic", "static"),
                                "checkpoint": CHECKPOINT_CHOICES},
     "train_parser": {"model.name": tuple(models_lib.PARSERS),
-                     "data.features": tuple(llp_features.FEATURE_SETS)},
+                     "data.features": tuple(llp_features.FEATURE_SETS),
+                     "pseudo_labels_format": valor_labels.FORMATS,
+                     "loss.hard_targets": ("threshold", "labels")},
     "evaluate": {"split": ("val", "test"), "checkpoint": CHECKPOINT_CHOICES},
     "parse": {"checkpoint": CHECKPOINT_CHOICES},
     # ear_jax.torch_import.SOURCES

@@ -30,7 +30,7 @@ _STAGES = {
     "evaluate": "ear_jax.stages.evaluate:run",
     "parse": "ear_jax.stages.parse:run",
     "demo": "ear_jax.stages.demo:run",
-    "export_features": "feature_export.common:run",
+    "export_features": "feature_export.driver:run",
 }
 
 

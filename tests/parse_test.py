@@ -226,7 +226,7 @@ def test_parse_on_features_from_the_exporter(parsed_run, tmp_path, shared_dir):
   # pylint: disable=g-import-not-at-top
   from configs import export_han
   from configs import parse as parse_config
-  from feature_export import common as export_common
+  from feature_export import driver as export_driver
   c_parse, parse_lib, _ = parsed_run
   videos = tmp_path / "videos"
   videos.mkdir()
@@ -237,7 +237,7 @@ def test_parse_on_features_from_the_exporter(parsed_run, tmp_path, shared_dir):
   e.videos_dir = str(videos)
   e.output_root = str(tmp_path / "feats")
   e.progress = False
-  manifest = export_common.run(e)
+  manifest = export_driver.run(e)
   assert manifest["counts"]["done"] == 1 and not manifest["failures"]
   p = parse_config.get_config("tiny")
   p.workdir = str(tmp_path / "parsed")

@@ -243,7 +243,8 @@ def avvp_scores(pred_a, pred_v, gt_a, gt_v, per_video: bool = False) -> dict:
 # Model outputs -> binary matrices (spec STAGE3 §5.1).
 
 
-def _sigmoid_f32(x: np.ndarray) -> np.ndarray:
+def sigmoid_f32(x: np.ndarray) -> np.ndarray:
+  """Stable float32 sigmoid, the one the binarisation thresholds."""
   x = np.asarray(x, np.float32)
   e = np.exp(-np.abs(x))
   one = np.float32(1)
@@ -276,8 +277,8 @@ def binarize_parser_outputs(global_prob_BxC, a_logits_BxTxC, v_logits_BxTxC,
   half = np.float32(0.5)
   cmp = np.greater if strict else np.greater_equal
   o_Bx1xC = cmp(g_BxC, half)[:, None, :]
-  pred_a = cmp(_sigmoid_f32(a_BxTxC), half) & o_Bx1xC
-  pred_v = cmp(_sigmoid_f32(v_BxTxC), half) & o_Bx1xC
+  pred_a = cmp(sigmoid_f32(a_BxTxC), half) & o_Bx1xC
+  pred_v = cmp(sigmoid_f32(v_BxTxC), half) & o_Bx1xC
   return (np.ascontiguousarray(pred_a.transpose(0, 2, 1)).astype(np.uint8),
           np.ascontiguousarray(pred_v.transpose(0, 2, 1)).astype(np.uint8))
 

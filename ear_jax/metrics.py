@@ -239,6 +239,38 @@ def avvp_scores(pred_a, pred_v, gt_a, gt_v, per_video: bool = False) -> dict:
   return result
 
 
+def per_class_f1(pred_a, pred_v, gt_a, gt_v) -> dict[str, dict[str, list]]:
+  """Per-class F1 in percent, counts pooled over all videos (not an official
+  number; the ten aggregates average per video instead).
+
+  {"seg" | "evt": {"a" | "v" | "av" | "event": [C] values}}: TP, FN, FP of
+  class c summed over videos (segments, or events matched at IoU >= 0.5 as
+  in avvp_scores), F1 = 2 TP / (2 TP + FN + FP); "event" adds the a and v
+  counts. None where class c is in neither predictions nor GT.
+  """
+  arrays = [_check_binary(k, v) for k, v in (("pred_a", pred_a),
+                                            ("pred_v", pred_v),
+                                            ("gt_a", gt_a), ("gt_v", gt_v))]
+  if len({x.shape for x in arrays}) != 1:
+    raise ValueError("pred_a, pred_v, gt_a and gt_v must share one shape"
+                     f" [N, C, T]; got {[x.shape for x in arrays]}.")
+  pa, pv, ga, gv = arrays
+  N, C, T = pa.shape
+  counts = _counts(np.stack([pa, pv, pa & pv]).reshape(-1, T),
+                   np.stack([ga, gv, ga & gv]).reshape(-1, T))
+  out = {}
+  for level, level_counts in zip(("seg", "evt"), counts):
+    tp, fn, fp = (x.reshape(3, N, C).sum(1) for x in level_counts)
+    rows = {m: (tp[i], fn[i], fp[i]) for i, m in enumerate(("a", "v", "av"))}
+    rows["event"] = (tp[0] + tp[1], fn[0] + fn[1], fp[0] + fp[1])
+    out[level] = {}
+    for m, (t, n, p) in rows.items():
+      denom = 2 * t + n + p
+      out[level][m] = [None if d == 0 else float(100 * 2 * x / d)
+                       for x, d in zip(t, denom)]
+  return out
+
+
 # ----------------------------------------------------------------------------
 # Model outputs -> binary matrices (spec STAGE3 §5.1).
 

@@ -15,6 +15,8 @@ import jax
 from ml_collections import config_flags
 
 from ear_jax import config_lib
+from ear_jax import validate as validate_lib
+from ear_jax import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Stage config file, e.g. configs/stage1.py:tiny.",
@@ -46,13 +48,31 @@ def main(argv):
     )
   try:
     config_lib.check_required(config)
+    validate_lib.check(config)  # before any data is loaded
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   if config.get("distributed", False):
-    jax.distributed.initialize()
+    try:
+      jax.distributed.initialize()
+    except (ValueError, RuntimeError) as e:
+      raise app.UsageError(
+          f"--config.distributed=True: jax.distributed.initialize() failed"
+          f" ({e}). Launch every process under a job manager (SLURM, Open"
+          " MPI, Kubernetes, Cloud TPU), or use --config.distributed=False."
+      ) from e
+  try:
+    validate_lib.check_devices(config, jax.device_count())
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   logging.info("stage %s, workdir %s", config.stage, config.workdir)
   module, fn = _STAGES[config.stage].split(":")
-  getattr(importlib.import_module(module), fn)(config)
+  run = getattr(importlib.import_module(module), fn)
+  # Refuses a busy workdir or one of an incompatible run before writing.
+  try:
+    with workdir_lib.claim(config, primary=jax.process_index() == 0):
+      run(config)
+  except workdir_lib.WorkdirError as e:
+    raise SystemExit(f"error: {e}") from e
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ r"""Feature-export throughput at full size (random weights); one JSON line.
   python benchmarks/export_bench.py         # VGGish, ResNet-152, R(2+1)D-18
   python benchmarks/export_bench.py --hf    # + CLIP ViT-L/14, CLAP (torch)
   python benchmarks/export_bench.py \
-      --video=../shared/data/llp/sample/BjCEufrlXm4.mp4  # + decoding
+      --video=CLIP.mp4  # + decoding of a 10-s clip
 
 Runs the exporters' own jitted encoders (configs/export_han.py at full size,
 random_init_for_testing) on random inputs of the real shapes: ResNet frames

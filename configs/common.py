@@ -21,6 +21,10 @@ def base(stage: str) -> config_dict.ConfigDict:
   c.distributed = False
   c.log_every_steps = 50
   c.progress = True  # tqdm progress bars on process 0
+  # Re-running in a workdir whose config.json differs only in fields that
+  # change no result (data paths of moved data, eval batch size, checkpoint
+  # cadence): True accepts them. Other differences are always refused.
+  c.override_config = False
   # "default" | "high" | "highest": jax_default_matmul_precision. "default"
   # lets GPUs use TF32 and TPUs bf16 passes, like the PyTorch TF32 baseline.
   c.matmul_precision = "default"

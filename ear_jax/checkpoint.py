@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from typing import Any
 
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
+
+
+class CheckpointError(ValueError):
+  """A checkpoint is missing or unreadable; the message names it and a fix."""
+
+
+def short_error(e: BaseException, limit: int = 300) -> str:
+  """One line of what is wrong, without TensorStore's spec dumps."""
+  msg = str(e).split(" [tensorstore_spec")[0].replace("\n", " ")
+  # TensorStore nests "Error opening ...: Error reading ...: <cause>".
+  parts = re.split(r": (?=Error )", msg)
+  msg = parts[-1] if len(parts) > 1 else msg
+  if len(msg) > limit:
+    msg = "..." + msg[-limit:]
+  return f"{type(e).__name__}: {msg}"
 
 
 def _manager(directory: str, max_to_keep: int) -> ocp.CheckpointManager:
@@ -45,10 +63,60 @@ class Checkpointer:
     return self.latest.latest_step()
 
   def restore_latest(self, abstract_state: Any) -> tuple[Any, dict] | None:
-    step = self.latest.latest_step()
+    """The newest intact checkpoint (None if there is none yet).
+
+    A step that cannot be read (a truncated file, a half-deleted folder) is
+    reported in one line and moved to checkpoints/<step>.corrupt once an
+    older step restores; if none does, CheckpointError lists them all.
+    """
+    steps = sorted(self.latest.all_steps(), reverse=True)
+    bad = []
+    for step in steps:
+      path = os.path.join(self.latest.directory, str(step))
+      try:
+        out = _restore(self.latest, step, abstract_state)
+      except Exception as e:  # pylint: disable=broad-except
+        bad.append((path, short_error(e)))
+        logging.warning("checkpoint %s is unreadable (%s)%s", path,
+                        bad[-1][1], "; trying the next older step"
+                        if step != steps[-1] else "")
+        continue
+      if bad:
+        for p, _ in bad:
+          _move_aside(p)
+        self.latest.reload()
+        logging.warning("resuming from %s, the newest intact checkpoint;"
+                        " the unreadable newer step(s) were moved to"
+                        " <step>.corrupt.", path)
+      return out
+    if bad:
+      raise CheckpointError(
+          "no intact checkpoint to resume from: "
+          + "; ".join(f"{p}: {why}" for p, why in bad)
+          + f". Delete {self.latest.directory} to start the run over (or"
+          " use a new --config.workdir).")
+    return None
+
+  def restore_best(self, abstract_state: Any, meta: dict) -> dict:
+    """{"params", "model_state"} of best/ when resuming a run whose
+    checkpoint `meta` says a best model was saved."""
+    step = self.best.latest_step()
+    directory = self.best.directory
     if step is None:
-      return None
-    return _restore(self.latest, step, abstract_state)
+      raise CheckpointError(
+          f"{directory} holds no checkpoint, but the metadata of"
+          f" {self.latest.directory}/{meta.get('step')} says the best model"
+          f" (step {meta.get('best_step')}) was saved there. Restore"
+          f" {directory} from a backup, or start over in a new"
+          " --config.workdir.")
+    target = dict(params=abstract_state.params,
+                  model_state=abstract_state.model_state)
+    try:
+      return _restore(self.best, step, target)[0]
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointError(
+          f"{directory}/{step} is unreadable ({short_error(e)}). Restore it"
+          " from a backup, or start over in a new --config.workdir.") from e
 
   def wait(self):
     self.latest.wait_until_finished()
@@ -57,6 +125,27 @@ class Checkpointer:
   def close(self):
     self.latest.close()
     self.best.close()
+
+
+def _move_aside(path: str) -> None:
+  dest = path + ".corrupt"
+  shutil.rmtree(dest, ignore_errors=True)
+  os.replace(path, dest)
+
+
+def read_meta(directory: str, step: int) -> dict:
+  """The JSON meta saved beside the state of <directory>/<step>."""
+  manager = ocp.CheckpointManager(
+      os.path.abspath(directory), item_names=("state", "meta"),
+      options=ocp.CheckpointManagerOptions(read_only=True))
+  try:
+    return dict(manager.restore(step, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore()))["meta"])
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointError(
+        f"{directory}/{step}: unreadable metadata ({short_error(e)}).") from e
+  finally:
+    manager.close()
 
 
 def _save_args(tree, meta):
@@ -111,13 +200,27 @@ def restore_from_workdir(
     if which == "latest":
       tree = dict(params=tree.params, model_state=tree.model_state)
     return tree, meta
-  except (ValueError, KeyError, TypeError) as e:
-    raise ValueError(
-        f"could not restore {directory}/{step} into this model: {e}. Was it"
-        " trained with a different model config? Use the same config.model."
-    ) from e
+  except Exception as e:  # pylint: disable=broad-except
+    if _structure_mismatch(e):
+      raise CheckpointError(
+          f"could not restore {directory}/{step} into this model:"
+          f" {short_error(e)}. Was it trained with a different model config?"
+          " Use the same config.model.") from e
+    fix = ("re-run that training stage: it resumes from its newest intact"
+           " checkpoint and rewrites this one" if which == "latest" else
+           f"restore {directory} from a backup, or use checkpoint=latest")
+    raise CheckpointError(f"{directory}/{step} is unreadable"
+                          f" ({short_error(e)}); {fix}.") from e
   finally:
     manager.close()
+
+
+def _structure_mismatch(e: BaseException) -> bool:
+  """A tree or shape that does not fit the model, not a damaged file."""
+  text = str(e).split(" [tensorstore_spec")[0]
+  return isinstance(e, (KeyError, TypeError)) or any(
+      w in text for w in ("tree structure", "does not match", "shape",
+                          "Missing", "Unexpected", "mismatch"))
 
 
 def abstract_with_sharding(abstract_state: Any, sharding) -> Any:

@@ -49,9 +49,27 @@ def resolve_checkpoint(run_workdir: str, which: str) -> str:
   best = os.path.join(run_workdir, "best")
   if os.path.isdir(best) and any(n.isdigit() for n in os.listdir(best)):
     return "best"
+  saved = _saved_best_step(run_workdir)
+  if saved is not None:
+    raise ckpt_lib.CheckpointError(
+        f"{best} holds no checkpoint, but the run's latest checkpoint says"
+        f" its best model (step {saved}) was saved there: best/ was deleted"
+        " or moved. Restore it from a backup, or set --config.checkpoint="
+        "latest to use the last weights instead (other results than the"
+        " best model's).")
   logging.info("%s has no best checkpoint: using the latest one.",
                run_workdir)
   return "latest"
+
+
+def _saved_best_step(run_workdir: str) -> int | None:
+  """best_step recorded by the run's newest checkpoint, if any."""
+  directory = os.path.join(run_workdir, "checkpoints")
+  steps = sorted((int(n) for n in os.listdir(directory) if n.isdigit()),
+                 reverse=True) if os.path.isdir(directory) else []
+  if not steps:
+    return None
+  return ckpt_lib.read_meta(directory, steps[0]).get("best_step")
 
 
 def restore_run(run_workdir: str, run_config, make_model: Callable[[], Any],

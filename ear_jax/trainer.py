@@ -210,11 +210,12 @@ def fit(
     best_step = saved_meta.get("best_step")
     writer.truncate_after(int(state.step))
     if best_step is not None:
-      best_weights, _ = ckpt_lib.restore_from_workdir(workdir, abstract, "best")
+      best_weights = ckpt.restore_best(abstract, saved_meta)
     logging.info("resumed from step %d (epoch %d)", int(state.step),
                  start_epoch)
   else:
     start_epoch = 0
+    writer.truncate_after(0)  # rows of a run killed before its checkpoint
     state = jax.jit(
         lambda: ts_lib.create_train_state(make_model, tx)[1],
         out_shardings=repl)()

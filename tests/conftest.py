@@ -1,4 +1,4 @@
-"""Test setup: CPU with four fake devices, strict rank promotion, shared paths."""
+"""Test setup: CPU with four fake devices, strict rank promotion, test data."""
 
 import os
 import pathlib
@@ -25,16 +25,20 @@ jax.config.update(
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+TESTDATA = pathlib.Path(__file__).resolve().parent / "testdata"
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> pathlib.Path:
-  """../shared beside the checkout (LLP CSVs, UnAV JSON, golden metrics)."""
-  if not SHARED.is_dir():
-    raise FileNotFoundError(
-        f"{SHARED} not found: the tests read the real LLP/UnAV annotations and"
-        " golden metrics from ../shared beside the repository checkout."
-    )
-  return SHARED
+def testdata_dir() -> pathlib.Path:
+  """tests/testdata: LLP CSVs, a UnAV-100 subset, golden metrics (README)."""
+  return TESTDATA
+
+
+@pytest.fixture(scope="session")
+def sample_video(tmp_path_factory) -> pathlib.Path:
+  """<tmp>/BjCEufrlXm4.mp4: a generated clip laid out like LLP's 10-s sample."""
+  pytest.importorskip("av")
+  import export_fixtures  # pylint: disable=g-import-not-at-top
+  d = tmp_path_factory.mktemp("sample_video")
+  return export_fixtures.write_sample_clip(
+      d / f"{export_fixtures.SAMPLE_ID}.mp4")

@@ -51,6 +51,65 @@ def write_clip(path, seconds, fps, audio=True, size=(64, 48), rate=44100,
         c.mux(p)
 
 
+SAMPLE_ID = "BjCEufrlXm4"  # LLP train clip BjCEufrlXm4_20_30 (Speech, Dog)
+
+
+def write_sample_clip(path, seed=0):
+  """A stand-in for LLP's 10-s demo clip, with the same container layout.
+
+  Like the published sample: MP4, H.264 320x240 at 359/12 fps (300 frames,
+  10.03 s), AAC stereo 44.1 kHz (10.0 s), so the container is slightly longer
+  than 10 s. Content: a moving, textured scene with a cut at 6 s, and a
+  voice-like harmonic tone in bursts over noise with a bark-like chirp
+  train. Deterministic for a given seed. Returns path.
+  """
+  import av
+  rng = np.random.default_rng(seed)
+  fps, n_frames = fractions.Fraction(359, 12), 300
+  (w, h), rate = (320, 240), 44100
+  texture = rng.integers(0, 256, (h // 8, w // 8, 3), np.uint8)
+  texture = np.kron(texture, np.ones((8, 8, 1), np.uint8))
+  y, x = np.mgrid[0:h, 0:w]
+  with av.open(os.fspath(path), "w") as c:
+    vs = c.add_stream("h264" if "libx264" not in av.codecs_available
+                      else "libx264", rate=fps)
+    vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+    vs.options = {"crf": "28", "preset": "ultrafast"}
+    astream = c.add_stream("aac", rate=rate, layout="stereo")
+    for i in range(n_frames):
+      t = i / float(fps)
+      img = np.roll(texture, int(40 * t), axis=1).astype(np.float32)
+      cx, cy = w / 2 + 100 * np.sin(t), h / 2 + 60 * np.cos(1.3 * t)
+      blob = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 800.0)[..., None]
+      colour = (250, 80, 20) if t < 6 else (30, 200, 90)
+      img = img * (1 - blob) + blob * np.array(colour, np.float32)
+      frame = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")
+      for p in vs.encode(frame):
+        c.mux(p)
+    for p in vs.encode():
+      c.mux(p)
+    n = 10 * rate
+    t = np.arange(n) / rate
+    voice = sum(np.sin(2 * np.pi * k * (140 + 20 * np.sin(3 * t)) * t) / k
+                for k in range(1, 6))
+    voice *= (np.sin(2 * np.pi * 0.7 * t) > 0) * 0.15
+    bark = np.sin(2 * np.pi * (600 - 300 * (t % 0.4)) * t)
+    bark *= ((t % 0.4) < 0.12) * ((t > 3) & (t < 8)) * 0.2
+    noise = 0.02 * rng.standard_normal(n)
+    wave = np.stack([voice + bark + noise, voice + 0.5 * bark + noise])
+    wave = np.clip(wave, -1, 1).astype(np.float32)
+    for s in range(0, n, 1024):
+      fr = av.AudioFrame.from_ndarray(
+          np.ascontiguousarray(wave[:, s:s + 1024]), format="fltp",
+          layout="stereo")
+      fr.sample_rate, fr.pts = rate, s
+      for p in astream.encode(fr):
+        c.mux(p)
+    for p in astream.encode():
+      c.mux(p)
+  return path
+
+
 def _write_bpe(d, vocab):
   d.mkdir(parents=True, exist_ok=True)
   (d / "vocab.json").write_text(json.dumps(vocab))

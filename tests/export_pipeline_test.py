@@ -1,11 +1,11 @@
 """Raw videos -> feature export (tiny nets) -> stage 2 and stage 3 on LLP.
 
-A small LLP dataset (the sample video and generated 10-s clips, AVVP CSVs
-written here) gets its features only from the exporters: CLIP/CLAP with tiny
-random Hugging Face models, the HAN layout with tiny random JAX nets. A real
-stage-1 :tiny run on synthetic UnAV makes the generator; stage 2 :tiny and
-stage 3 :tiny then run on the exported LLP root, and every feature array they
-read is checked against the exported files.
+A small LLP dataset (a stand-in for LLP's sample video, generated 10-s clips,
+AVVP CSVs written here) gets its features only from the exporters: CLIP/CLAP
+with tiny random Hugging Face models, the HAN layout with tiny random JAX
+nets. A real stage-1 :tiny run on synthetic UnAV makes the generator; stage 2
+:tiny and stage 3 :tiny then run on the exported LLP root, and every feature
+array they read is checked against the exported files.
 """
 
 import contextlib
@@ -41,10 +41,11 @@ from ear_jax.stages import pretrain_generator as stage1_lib
 from ear_jax.stages import train_parser as stage3_lib
 from feature_export import driver as export_lib
 
-SAMPLE_ID = "BjCEufrlXm4"
+SAMPLE_ID = export_fixtures.SAMPLE_ID
 SPLITS = ("train", "val", "test")
-# LLP filename (<11-char id>_<start>_<end>), split, fps (None: the sample
-# video), weak labels, audio GT rows, visual GT rows (class, onset, offset).
+# LLP filename (<11-char id>_<start>_<end>), split, fps (None: the stand-in
+# of LLP's sample video, export_fixtures.write_sample_clip), weak labels,
+# audio GT rows, visual GT rows (class, onset, offset).
 CLIPS = (
     (f"{SAMPLE_ID}_20_30", "train", None, "Speech,Dog", (), ()),
     ("genclip0001_0_10", "train", 24, "Cello", (), ()),
@@ -95,7 +96,7 @@ def write_llp_csvs(root):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, shared_dir):
+def exported(tmp_path_factory, sample_video):
   """(llp_root, {exporter: manifest}): LLP whose features are all exported."""
   base = tmp_path_factory.mktemp("export_pipeline")
   videos, llp = base / "videos", base / "LLP"
@@ -103,8 +104,7 @@ def exported(tmp_path_factory, shared_dir):
   llp.mkdir()
   for fn, _, fps, *_ in CLIPS:
     if fps is None:
-      os.symlink(shared_dir / "data/llp/sample" / f"{SAMPLE_ID}.mp4",
-                 videos / f"{fn}.mp4")
+      os.symlink(sample_video, videos / f"{fn}.mp4")
     else:
       export_fixtures.write_clip(videos / f"{fn}.mp4", 10.0, fps,
                                  size=(32, 24))

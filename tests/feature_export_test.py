@@ -36,7 +36,7 @@ from feature_export.nets import vggish
 from feature_export.nets import weights
 
 
-SAMPLE_ID = "BjCEufrlXm4"
+SAMPLE_ID = export_fixtures.SAMPLE_ID
 
 
 # ----------------------------------------------------------------------------
@@ -49,9 +49,9 @@ def _frame_index(rgb_HxWx3):
 
 
 @pytest.fixture(scope="module")
-def videos_dir(tmp_path_factory, shared_dir):
+def videos_dir(tmp_path_factory, sample_video):
   d = tmp_path_factory.mktemp("videos")
-  shutil.copy(shared_dir / "data/llp/sample" / f"{SAMPLE_ID}.mp4", d)
+  shutil.copy(sample_video, d)
   export_fixtures.write_clip(d / "clip24.mp4", 3.0, 24)
   export_fixtures.write_clip(d / "clip30.mp4", 3.0, 30)
   export_fixtures.write_clip(d / "noaudio.mp4", 3.0, 30000 / 1001,
@@ -110,10 +110,11 @@ def test_short_audio_stream_is_a_failure_not_silence(tmp_path):
   assert stats["video_seconds"] == pytest.approx(3.0)
 
 
-def test_num_segments_and_padding_limit(shared_dir):
-  info = decode.probe(os.fspath(shared_dir / "data/llp/sample"
-                                / f"{SAMPLE_ID}.mp4"))
+def test_num_segments_and_padding_limit(sample_video):
+  info = decode.probe(os.fspath(sample_video))
   assert info.duration == pytest.approx(10.03, abs=0.01)
+  assert (info.width, info.height, info.audio_rate) == (320, 240, 44100)
+  assert info.fps == pytest.approx(359 / 12)
   assert decode.num_segments(info.duration, None, 0.05) == 10
   assert decode.num_segments(9.2, None, 0.05) == 10
   assert decode.num_segments(3.0, 10, 0.05) == 10

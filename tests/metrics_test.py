@@ -98,9 +98,9 @@ def _random_case(rng, n, c, t):
 
 
 @pytest.fixture(scope="module")
-def golden(shared_dir):
-  npz = np.load(shared_dir / "golden" / "llp_metrics_public.npz")
-  with open(shared_dir / "golden" / "llp_metrics_public.json") as f:
+def golden(testdata_dir):
+  npz = np.load(testdata_dir / "golden" / "llp_metrics_public.npz")
+  with open(testdata_dir / "golden" / "llp_metrics_public.json") as f:
     meta = json.load(f)
   return {k: npz[k] for k in npz.files}, meta
 
@@ -117,7 +117,7 @@ def test_golden_aggregates_and_per_video(golden):
     assert abs(out[k] - meta["aggregates"][k]) < 1e-9, (
         f"{k}: got {out[k]!r}, official {meta['aggregates'][k]!r}. The metric"
         " no longer matches the official AVVP code; see"
-        " shared/golden/README.md.")
+        " tests/testdata/README.md.")
   for k in metrics_lib.PER_VIDEO_KEYS:
     want = np.array([row[k] for row in meta["per_video"]])
     got = out["per_video"][k]
@@ -472,8 +472,8 @@ REFERENCE_ROWS = {
 
 
 @pytest.mark.parametrize("split", ["val", "test"])
-def test_reference_table_on_llp(shared_dir, split):
-  weak, gt_a, gt_v = _llp_split(shared_dir / "data" / "llp", split)
+def test_reference_table_on_llp(testdata_dir, split):
+  weak, gt_a, gt_v = _llp_split(testdata_dir / "llp", split)
   assert len(weak) == {"val": 649, "test": 1200}[split]
   on_all = np.repeat(weak[:, :, None], 10, axis=2)
   first, last = on_all.copy(), on_all.copy()

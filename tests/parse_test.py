@@ -221,7 +221,8 @@ def test_resolve_checkpoint(tmp_path):
     runs_lib.resolve_checkpoint(str(tmp_path), "last")
 
 
-def test_parse_on_features_from_the_exporter(parsed_run, tmp_path, shared_dir):
+def test_parse_on_features_from_the_exporter(parsed_run, tmp_path,
+                                            sample_video):
   """Raw video -> feature_export (HAN layout, tiny random nets) -> parse."""
   # pylint: disable=g-import-not-at-top
   from configs import export_han
@@ -230,8 +231,7 @@ def test_parse_on_features_from_the_exporter(parsed_run, tmp_path, shared_dir):
   c_parse, parse_lib, _ = parsed_run
   videos = tmp_path / "videos"
   videos.mkdir()
-  sample = shared_dir / "data" / "llp" / "sample" / "BjCEufrlXm4.mp4"
-  os.symlink(sample, videos / sample.name)
+  os.symlink(sample_video, videos / sample_video.name)
   e = export_han.get_config("tiny")
   e.workdir = str(tmp_path / "export_wd")
   e.videos_dir = str(videos)

@@ -55,9 +55,10 @@ def save_untrained_generator(workdir, step=7, best_step=5):
   meta = dict(stage=c.stage, epoch=c.total_epochs, step=step,
               best_step=best_step, best_value=50.0)
   ckpt = ckpt_lib.Checkpointer(c.workdir)
-  ckpt.save_best(best_step, dict(params=params,
-                                 model_state=zeros(abstract.model_state)),
-                 meta)
+  if best_step is not None:  # None: validation never improved
+    ckpt.save_best(best_step, dict(params=params,
+                                   model_state=zeros(abstract.model_state)),
+                   meta)
   ckpt.save(step, ts_lib.TrainState(
       step=np.asarray(step, np.int32),
       params=jax.tree.map(lambda x: x + np.float32(0.01), params),
@@ -204,7 +205,10 @@ def test_restore_run_best_and_latest(tmp_path):
                                atol=1e-6)
   with pytest.raises(ValueError, match="best"):
     runs_lib.restore_run(s1.workdir, cfg, make_model, "newest")
-  shutil.rmtree(os.path.join(s1.workdir, "best"))  # val never improved
+  shutil.rmtree(os.path.join(s1.workdir, "best"))  # deleted by hand
+  with pytest.raises(ckpt_lib.CheckpointError, match="checkpoint=latest"):
+    runs_lib.restore_run(s1.workdir, cfg, make_model, "auto")
+  s1 = save_untrained_generator(tmp_path / "s1b", step=7, best_step=None)
   with pytest.raises(FileNotFoundError, match="checkpoint=auto"):
     runs_lib.restore_run(s1.workdir, cfg, make_model, "best")
   *_, step, which = runs_lib.restore_run(s1.workdir, cfg, make_model, "auto")

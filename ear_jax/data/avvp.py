@@ -113,8 +113,15 @@ def _read_tsv(path: pathlib.Path, header: tuple[str, ...]):
         f"{', '.join(LLP_EVAL_FILES.values())}) in {path.parent}."
     )
   # newline="" keeps a stray "\r" visible instead of silently dropping it.
-  with open(path, encoding="utf-8", newline="") as f:
-    lines = f.read().split("\n")
+  try:
+    with open(path, encoding="utf-8", newline="") as f:
+      lines = f.read().split("\n")
+  except UnicodeDecodeError as e:
+    raw = path.read_bytes()
+    lineno = raw.count(b"\n", 0, e.start) + 1
+    raise ValueError(
+        f"{path}:{lineno}: not UTF-8 text (byte {raw[e.start:e.start + 1]!r}"
+        f" at offset {e.start}); save the file as UTF-8.") from e
   if lines and not lines[-1]:
     lines.pop()  # the trailing newline
   if not lines:
@@ -227,6 +234,7 @@ def read_llp_split(
     )
   if not filenames:
     raise ValueError(f"{path}:2: the file has a header but no clips.")
+  _check_split_overlap(adir, split, line_of_id)
   weak = np.zeros((len(filenames), len(classes)), np.uint8)
   for row, cs in enumerate(weak_rows):
     weak[row, cs] = 1
@@ -267,6 +275,32 @@ def read_llp_eval(path, filenames, classes=LLP_CLASSES,
                         num_segments)
 
 
+def _check_split_overlap(adir: pathlib.Path, split: str,
+                         line_of_id: dict[str, int]) -> None:
+  """An id in two splits (present in adir) is an error naming both lines."""
+  for other, name in LLP_SPLIT_FILES.items():
+    other_path = adir / name
+    if other == split or not other_path.is_file():
+      continue
+    st = other_path.stat()
+    other_ids = _split_id_lines(str(other_path), st.st_mtime_ns, st.st_size)
+    common = line_of_id.keys() & other_ids.keys()
+    if common:
+      vid = min(common, key=line_of_id.get)
+      raise ValueError(
+          f"{adir / LLP_SPLIT_FILES[split]}:{line_of_id[vid]}: id {vid!r} is"
+          f" also in split {other!r} ({other_path}:{other_ids[vid]}), like"
+          f" {len(common) - 1} more; a clip must be in one split only (it"
+          " would be trained and evaluated on). Remove it from one file.")
+
+
+@functools.lru_cache(maxsize=8)
+def _split_id_lines(path: str, mtime_ns: int, size: int) -> dict[str, int]:
+  del mtime_ns, size  # cache keys: a changed file is read again
+  return {fields[0][:LLP_ID_LEN]: lineno for lineno, fields in
+          _read_tsv(pathlib.Path(path), LLP_WEAK_HEADER)}
+
+
 # ----------------------------------------------------------------------------
 # UnAV-100
 
@@ -286,6 +320,21 @@ def _is_number(x) -> bool:
   return t is int or (t is float and math.isfinite(x))
 
 
+class _DuplicateKey(ValueError):
+  pass
+
+
+def _unique_keys(pairs):
+  out = dict(pairs)
+  if len(out) != len(pairs):
+    seen = set()
+    for k, _ in pairs:
+      if k in seen:
+        raise _DuplicateKey(k)
+      seen.add(k)
+  return out
+
+
 def _load_unav_database(json_path) -> tuple[pathlib.Path, dict]:
   path = pathlib.Path(json_path)
   if not path.is_file():
@@ -295,9 +344,14 @@ def _load_unav_database(json_path) -> tuple[pathlib.Path, dict]:
         " ear_jax.data.synthetic.write_synthetic)."
     )
   try:
-    data = json.loads(path.read_bytes())
+    data = json.loads(path.read_bytes(), object_pairs_hook=_unique_keys)
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f"{path}: invalid JSON ({e}).") from e
+  except _DuplicateKey as e:
+    raise ValueError(
+        f"{path}: key {e.args[0]!r} appears twice in one object (e.g. a video"
+        " listed twice in \"database\"); JSON readers keep only one copy"
+        " silently. Remove or merge the duplicate.") from e
   if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
     raise ValueError(
         f'{path}: no "database" object at the top level; expected'

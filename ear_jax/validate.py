@@ -1,0 +1,173 @@
+"""One validation pass over a resolved config, before any data is loaded.
+
+Every error names the field (as a --config flag) and a valid value, so a
+typo fails in a second instead of after an epoch (or, worse, exits 0).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Iterator
+
+from ml_collections import config_dict
+
+from ear_jax import metrics as metrics_lib
+
+# The metrics each training stage's per-epoch evaluation produces.
+STAGE_METRICS = {
+    "pretrain_generator": ("val/seg_av",),
+    "train_parser": tuple(f"val/{k}" for k in metrics_lib.AGGREGATE_KEYS),
+}
+# Sub-configs of the demo, run as stages of their own.
+DEMO_STAGES = ("stage1", "stage2", "stage3", "stage3_han")
+CHECKPOINT_CHOICES = ("auto", "best", "latest")
+# Per stage: field -> valid values (checked only where the field exists).
+CHOICES = {
+    "*": {"matmul_precision": ("default", "high", "highest")},
+    "generate_pseudo_labels": {"logits": ("dynamic", "static"),
+                               "checkpoint": CHECKPOINT_CHOICES},
+    "train_parser": {"model.name": ("ear", "han"),
+                     "data.features": ("vggish_res152_r2plus1d",
+                                       "clip_clap")},
+    "evaluate": {"split": ("val", "test"), "checkpoint": CHECKPOINT_CHOICES},
+    "parse": {"checkpoint": CHECKPOINT_CHOICES},
+}
+# Integer fields that must be >= 1 wherever they appear (None = unset is
+# allowed: such fields default to another value, e.g. the run's).
+_POSITIVE = re.compile(
+    r"(^|\.)([a-z0-9_]*batch_size|batch_sizes\.[a-z0-9_]+|[a-z_]+_every_"
+    r"[a-z_]+|total_epochs|num_load_workers|num_workers)$")
+_NON_NEGATIVE = ("optim.warmup_epochs",)
+
+
+class ConfigError(ValueError):
+  """A config value is invalid; the message names the field and the fix."""
+
+
+def _walk(node: Any, prefix: str = "", skip=()) -> Iterator[tuple[str, Any]]:
+  for key in node.keys():
+    value = node[key]
+    name = f"{prefix}{key}"
+    if isinstance(value, config_dict.ConfigDict):
+      if name not in skip:
+        yield from _walk(value, name + ".")
+    else:
+      yield name, value
+
+
+def _get(config, dotted: str, default=None):
+  node = config
+  for part in dotted.split("."):
+    if not isinstance(node, config_dict.ConfigDict) or part not in node:
+      return default
+    node = node[part]
+  return node
+
+
+def _is_int(x) -> bool:
+  return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _errors(config, prefix: str = "") -> list[str]:
+  """Messages of every invalid field of one stage config."""
+  out = []
+  flag = lambda name: f"--config.{prefix}{name}"
+  subs = DEMO_STAGES if config.get("stage") == "demo" else ()
+  for name, value in _walk(config, skip=subs):
+    if _POSITIVE.search(name) and value is not None:
+      if not _is_int(value) or value < 1:
+        out.append(f"{flag(name)}={value!r}: must be an integer >= 1"
+                   f" (e.g. {flag(name)}={_example(name)}).")
+  for name in _NON_NEGATIVE:
+    value = _get(config, name)
+    if value is not None and (not _is_int(value) or value < 0):
+      out.append(f"{flag(name)}={value!r}: must be an integer >= 0"
+                 f" (e.g. {flag(name)}=0).")
+  lr = _get(config, "optim.lr")
+  if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
+    out.append(f"{flag('optim.lr')}={lr!r}: must be > 0"
+               f" (e.g. {flag('optim.lr')}=1e-4).")
+  stage = config.get("stage")
+  for table in (CHOICES["*"], CHOICES.get(stage, {})):
+    for name, valid in table.items():
+      value = _get(config, name, valid[0])
+      if value not in valid:
+        out.append(f"{flag(name)}={value!r}: expected one of"
+                   f" {', '.join(map(repr, valid))}.")
+  if stage in STAGE_METRICS and "best_metric" in config:
+    valid = STAGE_METRICS[stage]
+    if config.best_metric not in valid:
+      out.append(
+          f"{flag('best_metric')}={config.best_metric!r}: stage {stage!r}"
+          f" evaluates only {', '.join(valid)} (e.g."
+          f" {flag('best_metric')}={valid[0]}).")
+  if config.get("distributed", False) and not prefix:
+    out.extend(_distributed_errors())
+  return out
+
+
+def _example(name: str) -> str:
+  return "1" if "every" in name or "epochs" in name else "8"
+
+
+def cluster_detected() -> bool | None:
+  """Whether jax.distributed.initialize() can find its coordinator here
+  (a SLURM / Open MPI / Kubernetes / Cloud TPU job); None if unknown."""
+  try:
+    from jax._src import clusters  # pylint: disable=g-import-not-at-top
+    envs = clusters.ClusterEnv._cluster_types  # pylint: disable=protected-access
+    return any(not env.opt_in_only_method and env.is_env_present()
+               for env in envs)
+  except Exception:  # pylint: disable=broad-except
+    return None  # a JAX without this (private) API: initialize() decides
+
+
+def _distributed_errors() -> list[str]:
+  if cluster_detected() is False:
+    coordinator = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    why = ("JAX_COORDINATOR_ADDRESS is set but no job environment gives the"
+           " process count and id" if coordinator else
+           "no SLURM, Open MPI, Kubernetes or Cloud TPU job environment was"
+           " found to give the coordinator address, process count and id")
+    return [f"--config.distributed=True: {why}. Launch every process under"
+            " such a job manager (e.g. srun), or use --config.distributed="
+            "False for a single-host run (it uses every local device)."]
+  return []
+
+
+def check(config: config_dict.ConfigDict) -> None:
+  """Raises ConfigError listing every invalid field of `config`.
+
+  The demo's sub-configs (config.stage1, ...) are checked as the stages
+  they are.
+  """
+  errors = _errors(config)
+  if config.get("stage") == "demo":
+    for sub in DEMO_STAGES:
+      if isinstance(config.get(sub), config_dict.ConfigDict):
+        errors.extend(_errors(config[sub], prefix=f"{sub}."))
+  if errors:
+    raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+
+
+def check_devices(config: config_dict.ConfigDict, num_devices: int) -> None:
+  """Batch sizes that are split over the devices must divide by their count
+  (checked once jax.distributed is up, before any data is loaded)."""
+  if config.get("stage") == "export_features":
+    return
+  configs = [("", config)]
+  if config.get("stage") == "demo":
+    configs += [(f"{s}.", config[s]) for s in DEMO_STAGES if s in config]
+  errors = []
+  for prefix, c in configs:
+    for name in ("batch_size", "eval_batch_size"):
+      value = c.get(name)
+      if _is_int(value) and value % num_devices:
+        good = max(num_devices, value // num_devices * num_devices)
+        errors.append(
+            f"--config.{prefix}{name}={value} is not divisible by the"
+            f" {num_devices} devices; use a multiple of {num_devices}"
+            f" (e.g. --config.{prefix}{name}={good}).")
+  if errors:
+    raise ConfigError("invalid config:\n  " + "\n  ".join(errors))

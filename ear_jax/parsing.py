@@ -29,14 +29,19 @@ videos, one jitted step per window length.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import json
+import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ear_jax import jsonio
 from ear_jax import metrics as metrics_lib
 from ear_jax import report as report_lib
 from ear_jax.data import avvp
+from ear_jax.data import features as features_lib
 from ear_jax.data import llp_features
 
 WINDOW = avvp.LLP_NUM_SEGMENTS  # the parsers are trained on 10-s LLP clips
@@ -181,6 +186,7 @@ class Parser:
     # pylint: disable=g-import-not-at-top
     from flax import nnx
     import jax
+    from ear_jax import evaluator as evaluator_lib
     from ear_jax import parser_lib
     from ear_jax import sharding as sharding_lib
 
@@ -202,13 +208,24 @@ class Parser:
     self.batch_size = int(batch_size)
     self.weights = weights
 
-    def step(weights_, batch):
+    # evaluator.Predictor's program on one batch of windows at a time, so
+    # one fixed shape per window length compiles once and a 10-segment
+    # video gets the numbers the 10-segment path (a Predictor over the
+    # split, same batch size) gives.
+    def step(weights_, data, idx_1xB, mask_1xB):
       model = nnx.merge(graphdef, weights_["params"], weights_["model_state"])
-      batch = sharding_lib.constrain_batch(batch, mesh)
-      return parser_lib.predict_fn(model, batch)
+
+      def body(carry, xs):
+        batch = sharding_lib.constrain_batch(
+            evaluator_lib.gather(data, *xs), mesh)
+        return carry, parser_lib.predict_fn(model, batch)
+
+      return jax.lax.scan(body, None, (idx_1xB, mask_1xB))[1]
 
     self._step = jax.jit(step)  # one trace per (batch, window, dims) shape
     self._device_get = jax.device_get
+    self._idx = np.arange(batch_size, dtype=np.int32)[None]
+    self._put = lambda data: sharding_lib.put_replicated(data, mesh)
 
   @classmethod
   def from_workdir(cls, parser_workdir: str, checkpoint: str = "auto",
@@ -219,7 +236,6 @@ class Parser:
     (default: the run's eval.strict), min_confidence.
     """
     # pylint: disable=g-import-not-at-top
-    import os
     from ear_jax import parser_lib
     cfg, graphdef, weights, step, which = parser_lib.load_parser(
         parser_workdir, checkpoint)
@@ -238,12 +254,12 @@ class Parser:
     outs = []
     for lo in range(0, K, B):
       n = min(B, K - lo)
-      batch = dict(
-          audio=_pad_rows(audio_KxWxDa[lo:lo + n], B),
-          visual=_pad_rows(visual_KxWxDv[lo:lo + n], B),
-          video_mask=(np.arange(B) < n).astype(np.float32))
-      out = self._device_get(self._step(self.weights, batch))
-      outs.append({k: np.asarray(v)[:n] for k, v in out.items()})
+      data = dict(audio=_pad_rows(audio_KxWxDa[lo:lo + n], B),
+                  visual=_pad_rows(visual_KxWxDv[lo:lo + n], B))
+      mask = (np.arange(B) < n).astype(np.float32)[None]
+      data = self._put(data)
+      out = self._device_get(self._step(self.weights, data, self._idx, mask))
+      outs.append({k: np.asarray(v)[0, :n] for k, v in out.items()})
     keys = ("global_prob", "a_logits", "v_logits")
     if not outs:
       return {k: np.zeros((0,)) for k in keys}
@@ -335,3 +351,91 @@ def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
   if len(x) == n:
     return x
   return np.concatenate([x, np.zeros((n - len(x),) + x.shape[1:], x.dtype)])
+
+
+# ----------------------------------------------------------------------------
+# Outputs of the parse stage (<workdir>/parsed).
+
+
+def available_ids(root: str, names) -> list[str]:
+  """Sorted ids that have a file for every feature in `names` under root."""
+  found = None
+  for name in names:
+    directory = features_lib.feature_path(root, name, "x").parent
+    ids = set()
+    if directory.is_dir():
+      ids = {f[:-4] for f in os.listdir(directory) if f.endswith(".npy")}
+    found = ids if found is None else found & ids
+  return sorted(found or ())
+
+
+def write_parsed(out_dir: str, parsed: Parsed, parser: Parser,
+                 duration: float | None = None, filename: str | None = None,
+                 **row) -> dict:
+  """Writes <out_dir>/<id>.json; returns its manifest row."""
+  vid, m = parsed.video_id, parsed.merged
+  rel = f"{vid}.json"
+  jsonio.write_json_atomic(os.path.join(out_dir, rel), parsed.to_json(
+      parser.classes, filename=filename or vid, duration=duration,
+      segment_seconds=1.0,
+      windowing=dict(window=parser.window, stride=parser.stride,
+                     starts=m.starts)))
+  return dict(video_id=vid, status="parsed", json=f"parsed/{rel}",
+              filename=filename or vid, num_segments=m.num_segments,
+              duration=duration, num_events=len(parsed.events), **row)
+
+
+def reusable_rows(out_dir: str, settings: Mapping[str, Any]) -> dict:
+  """Parsed rows of an earlier run with the same settings whose JSON is
+  still there (skipped on resume); {} if the settings changed."""
+  path = os.path.join(out_dir, "index.json")
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    index = json.load(f)
+  if index.get("settings") != json.loads(json.dumps(dict(settings))):
+    return {}
+  parent = os.path.dirname(out_dir)
+  return {r["video_id"]: r for r in index.get("videos", [])
+          if r.get("status") == "parsed"
+          and os.path.isfile(os.path.join(parent, r["json"]))}
+
+
+def write_index(out_dir: str, settings: Mapping[str, Any],
+                rows: Mapping[str, dict], ids: Sequence[str]) -> str:
+  """<out_dir>/index.json: settings and one row per video (status parsed |
+  failed with its reason), in `ids` order."""
+  ordered = [rows[v] for v in ids if v in rows]
+  ordered += [r for v, r in rows.items() if v not in set(ids)]
+  counts = collections.Counter(r["status"] for r in ordered)
+  return jsonio.write_json_atomic(
+      os.path.join(out_dir, "index.json"),
+      dict(settings=dict(settings), **dict(settings), counts=dict(
+          total=len(ordered), parsed=counts["parsed"],
+          failed=counts["failed"]), segment_seconds=1.0, videos=ordered))
+
+
+def write_llp_csvs(out_dir: str, rows: Mapping[str, dict],
+                   class_names: Sequence[str] = avvp.LLP_CLASSES
+                   ) -> dict[str, str]:
+  """eval_audio.csv / eval_visual.csv (LLP annotation format, as
+  AVVP_eval_*.csv) of every parsed video's audio and visual events."""
+  del class_names  # event classes are LLP_CLASSES names already
+  lines = {"audio": [], "visual": []}
+  parent = os.path.dirname(out_dir)
+  for r in rows.values():
+    if r.get("status") != "parsed":
+      continue
+    with open(os.path.join(parent, r["json"])) as f:
+      events = json.load(f)["events"]
+    for e in events:
+      if e["modality"] in lines:
+        lines[e["modality"]].append(
+            (r["filename"], round(e["onset"]), round(e["offset"]), e["class"]))
+  paths = {}
+  for modality, rows_m in lines.items():
+    paths[modality] = jsonio.write_text_atomic(
+        os.path.join(out_dir, f"eval_{modality}.csv"),
+        avvp.format_llp_eval(rows_m))
+  return paths
+

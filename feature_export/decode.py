@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -49,11 +50,20 @@ class VideoInfo:
   width: int | None
   height: int | None
   audio_rate: int | None
+  # Why a stream that exists cannot be decoded (no decoder for its codec).
+  video_error: str | None = None
+  audio_error: str | None = None
 
 
 def probe(path: str) -> VideoInfo:
   """Stream layout and duration (from the container header)."""
   av = _av()
+  try:
+    size = os.path.getsize(path)
+  except OSError as e:
+    raise DecodeError(f"cannot read the file: {e}") from e
+  if size == 0:
+    raise DecodeError("the file is empty (0 bytes)")
   try:
     container = av.open(path)
   except Exception as e:  # pylint: disable=broad-except
@@ -61,6 +71,17 @@ def probe(path: str) -> VideoInfo:
   with container:
     v = container.streams.video[0] if container.streams.video else None
     a = container.streams.audio[0] if container.streams.audio else None
+    errors = {}
+    for kind, st in (("video", v), ("audio", a)):
+      if st is not None and st.codec_context is None:
+        errors[kind] = (f"no decoder for the {kind} stream's codec in this"
+                        f" FFmpeg build (PyAV {av.__version__}); re-encode"
+                        " the file, e.g. to H.264/AAC")
+    if len(errors) == sum(st is not None for st in (v, a)):
+      raise DecodeError("; ".join(errors.values()) or
+                        "no video and no audio stream")
+    v_ok = v if "video" not in errors else None
+    a_ok = a if "audio" not in errors else None
     origin = (container.start_time or 0) / 1e6
     duration = None
     if container.duration is not None and container.duration > 0:
@@ -73,7 +94,7 @@ def probe(path: str) -> VideoInfo:
       ]
       duration = max(ends) if ends else None
     if duration is None:
-      duration = _decode_duration(container, v, a, origin)
+      duration = _decode_duration(container, v_ok, a_ok, origin)
     rate = v.average_rate if v is not None else None
     return VideoInfo(
         path=path,
@@ -82,9 +103,12 @@ def probe(path: str) -> VideoInfo:
         has_video=v is not None,
         has_audio=a is not None,
         fps=float(rate) if rate else None,
-        width=v.codec_context.width if v is not None else None,
-        height=v.codec_context.height if v is not None else None,
-        audio_rate=a.codec_context.sample_rate if a is not None else None,
+        width=v_ok.codec_context.width if v_ok is not None else None,
+        height=v_ok.codec_context.height if v_ok is not None else None,
+        audio_rate=(a_ok.codec_context.sample_rate if a_ok is not None
+                    else None),
+        video_error=errors.get("video"),
+        audio_error=errors.get("audio"),
     )
 
 
@@ -137,6 +161,8 @@ class FrameReader:
   def __init__(self, info: VideoInfo):
     if not info.has_video:
       raise NoVideoError("no video stream")
+    if info.video_error:
+      raise DecodeError(info.video_error)
     self._av = av = _av()
     self.info = info
     try:
@@ -253,6 +279,8 @@ class AudioReader:
   def __init__(self, info: VideoInfo, sample_rate: int, limit: int):
     if not info.has_audio:
       raise NoAudioError("no audio stream")
+    if info.audio_error:
+      raise DecodeError(info.audio_error)
     self._av = av = _av()
     self.info, self.rate, self.limit = info, sample_rate, int(limit)
     try:

@@ -451,3 +451,35 @@ def export(config, exporter) -> dict[str, Any]:
     logging.info("%s", summary)
   print(summary, flush=True)
   return result
+
+
+def export_for(features, configs, videos_dir: str, output_root: str,
+               workdir: str | None = None) -> dict[str, Any]:
+  """Exports `features` of every video in videos_dir into output_root with
+  the exporters that write them (configs: {exporter name: its config}).
+
+  Returns {"videos": [(id, path)], "failures": {id: reason},
+  "records": {id: video record (duration, num_segments, ...)}}; a video
+  fails if any of its features does (reasons joined), the rest go on.
+  """
+  videos, failures, records = None, {}, {}
+  for name, feats in registry.exporters_for(features).items():
+    c = configs[name].copy_and_resolve_references()
+    with c.unlocked():
+      c.videos_dir, c.output_root, c.features = videos_dir, output_root, feats
+      c.workdir = (os.path.join(workdir, f"export_{name}") if workdir
+                   else None)
+    try:
+      exporter = registry.get_exporter(c)
+    except (ValueError, FileNotFoundError) as e:
+      raise type(e)(f"exporter {name!r} (config.export_{name}): {e}") from e
+    videos = videos or list_videos(c)
+    manifest = export(c, exporter)
+    for f in manifest["failures"]:
+      reason = "; ".join(f"{k}: {r}" for k, r in f["features"].items())
+      failures[f["id"]] = "; ".join(
+          x for x in (failures.get(f["id"]), reason) if x)
+    for vid, rec in manifest["videos"].items():
+      records.setdefault(vid, {}).update(rec)
+  return dict(videos=videos or [], failures=failures, records=records)
+

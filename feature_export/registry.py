@@ -19,6 +19,9 @@ EXPORTERS: dict[str, Callable[..., common.Exporter]] = {
     "han": han.Exporter,
 }
 
+# The segment features (ear_jax/data/features.py names) each one writes.
+FEATURES = {"clip_clap": clip_clap.FEATURES, "han": han.FEATURES}
+
 # The config that builds each exporter, for error messages.
 CONFIGS = {"clip_clap": "configs/export_clip_clap.py",
            "han": "configs/export_han.py"}
@@ -32,3 +35,15 @@ def get_exporter(config) -> common.Exporter:
         f"config.exporter={name!r}; expected one of {sorted(EXPORTERS)} ("
         + ", ".join(CONFIGS.values()) + ")")
   return EXPORTERS[name](config)
+
+
+def exporters_for(features) -> dict[str, tuple[str, ...]]:
+  """{exporter name: the features of `features` it writes}, in order."""
+  out: dict[str, tuple[str, ...]] = {}
+  for f in features:
+    name = next((n for n, fs in FEATURES.items() if f in fs), None)
+    if name is None:
+      raise ValueError(f"no exporter writes feature {f!r}; they write"
+                       f" {FEATURES}")
+    out[name] = out.get(name, ()) + (f,)
+  return out

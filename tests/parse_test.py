@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from ear_jax import metrics as metrics_lib
+from ear_jax import parsing
 from ear_jax import report as report_lib
 
 C, T = 4, 10
@@ -152,8 +153,8 @@ def test_parse_writes_schema_index_and_timelines(parsed_run):
   out = c.workdir
   with open(f"{out}/parsed/index.json") as f:
     index = json.load(f)
-  ids = parse_lib.available_ids(c.features_root, ["vggish", "res152",
-                                                  "r2plus1d_18"])
+  ids = parsing.available_ids(c.features_root, ["vggish", "res152",
+                                                "r2plus1d_18"])
   assert [v["video_id"] for v in index["videos"]] == ids and len(ids) >= 10
   assert index["model"] == "ear" and index["checkpoint_step"] == 3
   assert index["checkpoint"] == "best"  # "auto" resolved
@@ -164,9 +165,13 @@ def test_parse_writes_schema_index_and_timelines(parsed_run):
     with open(f"{out}/{entry['json']}") as f:
       parsed = json.load(f)
     assert set(parsed) == {"video_id", "num_segments", "events",
-                           "video_level"}
+                           "video_level", "filename", "duration",
+                           "segment_seconds", "windowing"}
     assert parsed["video_id"] == entry["video_id"]
-    assert parsed["num_segments"] == 10
+    assert parsed["num_segments"] == 10 and entry["status"] == "parsed"
+    assert parsed["windowing"] == dict(window=10, stride=5, starts=[0])
+    # Named by the LLP filename (<id>_<start>_<end>) in the CSVs.
+    assert parsed["filename"].startswith(parsed["video_id"] + "_")
     assert list(parsed["video_level"]) == classes
     assert all(0 <= p <= 1 for p in parsed["video_level"].values())
     check_schema(parsed["events"], classes, 10)
@@ -175,31 +180,58 @@ def test_parse_writes_schema_index_and_timelines(parsed_run):
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_parsed_events_equal_binarised_predictions(parsed_run):
+def test_ten_segment_videos_give_exactly_todays_events(parsed_run):
+  """T = 10 (one window): the events equal the 10-segment path's (all LLP
+  inputs predicted at once, binarize_parser_outputs, extract_events)."""
   # pylint: disable=g-import-not-at-top
+  from ear_jax import parser_lib
   from ear_jax.data import avvp
+  from ear_jax.data import llp_features
   c, _, out = parsed_run
+  cfg, graphdef, weights, _, _ = parser_lib.load_parser(c.parser_workdir)
+  inputs = llp_features.load_parser_inputs(
+      c.features_root, out["ids"], cfg.data.features,
+      cfg.model.use_3d_with_clip)
+  today = parser_lib.predict(graphdef, weights, inputs, c.batch_size)
   pred_a, pred_v = metrics_lib.binarize_parser_outputs(
-      out["global_prob"], out["a_logits"], out["v_logits"], strict=True)
-  np.testing.assert_array_equal(pred_a, out["pred_a"])
+      today["global_prob"], today["a_logits"], today["v_logits"], strict=True)
   assert pred_a.any() and pred_v.any(), "untrained parser predicts nothing"
   for i, vid in enumerate(out["ids"]):
     with open(f"{c.workdir}/parsed/{vid}.json") as f:
-      events = json.load(f)["events"]
-    rows = report_lib.events_to_rows(events, avvp.LLP_CLASSES, 10)
-    np.testing.assert_array_equal(rows["audio"], pred_a[i])
-    np.testing.assert_array_equal(rows["visual"], pred_v[i])
-    np.testing.assert_array_equal(rows["audio-visual"], pred_a[i] & pred_v[i])
+      parsed = json.load(f)
+    assert parsed["events"] == report_lib.extract_events(
+        pred_a[i], pred_v[i], today["a_prob"][i], today["v_prob"][i],
+        today["global_prob"][i], avvp.LLP_CLASSES)
+    assert parsed["video_level"] == {
+        name: round(float(p), 6)
+        for name, p in zip(avvp.LLP_CLASSES, today["global_prob"][i])}
+    np.testing.assert_array_equal(out["parsed"][vid].merged.pred_a, pred_a[i])
+
+
+def test_llp_csvs_score_like_the_predictions(parsed_run):
+  """eval_{audio,visual}.csv read back give the binarised rows exactly."""
+  # pylint: disable=g-import-not-at-top
+  from ear_jax.data import avvp
+  c, _, out = parsed_run
+  rec = avvp.read_llp_split(c.annotations_dir, "test")
+  got = [avvp.read_llp_eval(f"{c.workdir}/parsed/eval_{m}.csv", rec.filenames)
+         for m in ("audio", "visual")]
+  want = [np.stack([getattr(out["parsed"][v].merged, k) for v in rec.ids])
+          for k in ("pred_a", "pred_v")]
+  np.testing.assert_array_equal(got[0], want[0])
+  np.testing.assert_array_equal(got[1], want[1])
+  assert metrics_lib.avvp_scores(*got, rec.gt_a, rec.gt_v) == (
+      metrics_lib.avvp_scores(*want, rec.gt_a, rec.gt_v))
 
 
 def test_parse_rejects_a_workdir_of_another_stage(tmp_path):
   # pylint: disable=g-import-not-at-top
-  from ear_jax.stages import parse as parse_lib
+  from ear_jax import parser_lib
   (tmp_path / "config.json").write_text(json.dumps({"stage": "demo"}))
   with pytest.raises(ValueError, match="train_parser"):
-    parse_lib.load_parser(str(tmp_path))
+    parser_lib.load_parser(str(tmp_path))
   with pytest.raises(FileNotFoundError, match="config.json"):
-    parse_lib.load_parser(str(tmp_path / "nope"))
+    parser_lib.load_parser(str(tmp_path / "nope"))
 
 
 def test_ground_truth_needs_a_split_csv(tmp_path):

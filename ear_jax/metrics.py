@@ -7,6 +7,7 @@ Numpy only. Arrays are [N, C, T] (video, class, segment), the official layout.
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -342,6 +343,36 @@ def write_eval_json(path, scores: Mapping[str, Any],
   row.update(extra)
   jsonio.write_json_atomic(path, row)
   return row
+
+
+def write_eval_details(eval_dir, split: str, filenames, class_names,
+                       pred_a, pred_v, gt_a, gt_v) -> dict[str, str]:
+  """Beside eval/<split>.json (unchanged): <split>_per_class.json (per-class
+  F1 in percent, per_class_f1) and <split>_per_video.csv (the per-video
+  values of PER_VIDEO_KEYS in percent, one row per filename)."""
+  per_class = per_class_f1(pred_a, pred_v, gt_a, gt_v)
+  per_video = avvp_scores(pred_a, pred_v, gt_a, gt_v,
+                          per_video=True)["per_video"]
+  if len(filenames) != len(per_video[PER_VIDEO_KEYS[0]]):
+    raise ValueError(f"{len(filenames)} filenames for"
+                     f" {len(per_video[PER_VIDEO_KEYS[0]])} videos.")
+  classes = list(class_names)
+  paths = {}
+  paths["per_class"] = jsonio.write_json_atomic(
+      os.path.join(eval_dir, f"{split}_per_class.json"),
+      dict(split=split, classes=classes, note=(
+          "F1 (%) per class, TP/FN/FP pooled over the split's videos; not"
+          " an official LLP number"), **{
+              level: {m: dict(zip(classes, v)) for m, v in rows.items()}
+              for level, rows in per_class.items()}))
+  lines = ["\t".join(("filename",) + PER_VIDEO_KEYS)]
+  for i, name in enumerate(filenames):
+    lines.append("\t".join([name] + [f"{100 * per_video[k][i]:.4f}"
+                                      for k in PER_VIDEO_KEYS]))
+  paths["per_video"] = jsonio.write_text_atomic(
+      os.path.join(eval_dir, f"{split}_per_video.csv"),
+      "\n".join(lines) + "\n")
+  return paths
 
 
 def format_table(rows: Mapping[str, Mapping[str, Any]]) -> str:

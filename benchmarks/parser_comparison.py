@@ -20,8 +20,8 @@ import numpy as np
 
 from configs import demo as demo_config
 from ear_jax import metrics as metrics_lib
+from ear_jax import stages as stages_lib
 from ear_jax.stages import demo
-from ear_jax.stages import train_parser
 
 PARSERS = {"EAR": "stage3", "HAN": "stage3_han"}
 
@@ -50,7 +50,7 @@ def main():
   config.progress = False
   demo.run(config)
 
-  stages = {key: cfg for key, _, _, cfg, _ in demo.stage_configs(
+  stages = {key: cfg for key, _, cfg, _ in demo.stage_configs(
       config, *demo.prepare_data(config))}
   runs = {name: [os.path.join(stages[key].workdir, "eval", "test.json")]
           for name, key in PARSERS.items()}
@@ -62,7 +62,7 @@ def main():
       out = os.path.join(cfg.workdir, "eval", "test.json")
       if not os.path.exists(out):
         print(f"== {name}, seed {cfg.seed} -> {cfg.workdir}", flush=True)
-        train_parser.run(cfg)
+        stages_lib.get_runner(cfg.stage)(cfg)
       runs[name].append(out)
 
   rows = {}

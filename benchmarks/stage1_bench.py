@@ -1,4 +1,4 @@
-r"""Stage-1 train-step speed at the spec's full size; prints one JSON line.
+r"""Stage-1 train-step speed at the paper's full size; prints one JSON line.
 
   python benchmarks/stage1_bench.py                 # full size (B=64, T=60)
   python benchmarks/stage1_bench.py --steps=3 --tiny
@@ -19,12 +19,12 @@ import jax
 import numpy as np
 
 from configs import stage1 as stage1_config
+from ear_jax import generator_lib
 from ear_jax import losses as losses_lib
 from ear_jax import models as models_lib
 from ear_jax import sharding as sharding_lib
 from ear_jax import train_state as ts_lib
 from ear_jax import trainer as trainer_lib
-from ear_jax.stages import pretrain_generator as s1
 
 
 def main():
@@ -60,13 +60,13 @@ def main():
     out = model(batch, text_a, text_v, deterministic=False,
                 rngs=nnx.Rngs(dropout=key))
     return losses_lib.generator_loss(
-        out, batch, s1.migrated_targets(batch, config.migration), config.loss)
+        out, batch, generator_lib.migrated_targets(batch, config.migration), config.loss)
 
   mesh = sharding_lib.make_mesh()
   tx, _ = trainer_lib.make_optimizer(config.optim, 102, 80)
   graphdef, state = ts_lib.create_train_state(make_model, tx)
   data_dev = sharding_lib.put_replicated(data, mesh)
-  step = trainer_lib.make_train_step(graphdef, tx, loss_fn, s1.make_batch,
+  step = trainer_lib.make_train_step(graphdef, tx, loss_fn, generator_lib.make_batch,
                                      jax.random.key(0), mesh)
   epoch_fn = trainer_lib.make_epoch_fn(step)
   idx = rng.integers(0, n, (args.steps, args.batch)).astype(np.int32)

@@ -21,12 +21,12 @@ import numpy as np
 
 from configs import stage3 as stage3_config
 from ear_jax import evaluator as evaluator_lib
+from ear_jax import parser_lib
 from ear_jax import sharding as sharding_lib
 from ear_jax import train_state as ts_lib
 from ear_jax import trainer as trainer_lib
 from ear_jax.data import llp_features
 from ear_jax.data import pipeline
-from ear_jax.stages import train_parser
 
 C, T = 25, 10
 PAPER = dict(num_train=10000, num_val=649, epochs=80)
@@ -58,8 +58,8 @@ def bench_model(name: str, steps: int, batch_size: int, eval_batch: int):
   train = _random_split(rng, steps * batch_size, dim_a, dim_v)
   th = np.where(rng.random(C) < 0.1, -np.inf, rng.standard_normal(C))
   freq = rng.random(C).astype(np.float32) * 0.1
-  loss_fn = train_parser.make_loss_fn(config, th, th, freq, freq)
-  make_model = train_parser.model_factory(config)
+  loss_fn = parser_lib.make_loss_fn(config, th, th, freq, freq)
+  make_model = parser_lib.model_factory(config)
 
   tx, _ = trainer_lib.make_optimizer(config.optim, spe, PAPER["epochs"])
   repl = sharding_lib.replicated(mesh)
@@ -83,7 +83,7 @@ def bench_model(name: str, steps: int, batch_size: int, eval_batch: int):
   val = {k: v for k, v in _random_split(rng, PAPER["num_val"], dim_a,
                                         dim_v).items()
          if k in ("audio", "visual")}
-  predictor = train_parser.make_predictor(graphdef, val, eval_batch)
+  predictor = parser_lib.make_predictor(graphdef, val, eval_batch)
   weights = dict(params=state.params, model_state=state.model_state)
   t0 = time.perf_counter()
   predictor(weights)

@@ -25,9 +25,19 @@ def base(stage: str) -> config_dict.ConfigDict:
   # change no result (data paths of moved data, eval batch size, checkpoint
   # cadence): True accepts them. Other differences are always refused.
   c.override_config = False
-  # "default" | "high" | "highest": jax_default_matmul_precision. "default"
-  # lets GPUs use TF32 and TPUs bf16 passes, like the PyTorch TF32 baseline.
+  # jax_default_matmul_precision for the whole run (ear_jax/cli.py):
+  # "default" | "high" | "highest" | "bfloat16" | "tensorfloat32" |
+  # "float32". "default" lets GPUs use TF32 and TPUs one bf16 pass, like the
+  # PyTorch TF32 baseline; "highest" is float32 everywhere (README).
   c.matmul_precision = "default"
+  # Persistent XLA compilation cache: "auto" ($JAX_COMPILATION_CACHE_DIR, or
+  # ~/.cache/ear_jax/xla), a folder, or "none". A re-run (resume, a second
+  # seed, another workdir) then loads its programs instead of compiling.
+  c.compilation_cache_dir = "auto"
+  c.compilation_cache_min_compile_secs = 1.0  # cache only slower compiles
+  # TensorBoard event files in <workdir>/tensorboard beside metrics.jsonl
+  # (needs the tensorboard extra: pip install "ear-jax[tensorboard]").
+  c.tensorboard = False
   c.data = config_dict.ConfigDict()
   # LLP: AVVP_*.csv and the feature folders (feats/..., feats_CLIP/...).
   c.data.llp_root = placeholder(str)

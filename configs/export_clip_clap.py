@@ -33,7 +33,7 @@ def get_config(arg=None):
       f"{f}_model" for f in c.features)
   # "llp" (names '_'->' ', lower case) | "unav" (as written) | a text file.
   c.classes = arg.dataset
-  c.clip_template = "A photo of {}"             # STAGE1_2 §1.5 (RECON)
+  c.clip_template = "A photo of {}"             # R10 in docs/METHOD.md
   c.clap_template = "This is the sound of {}"
   # Segments per clip: LLP's loader needs exactly 10; 0 = ceil(duration -
   # duration_tolerance), which the UnAV loader pools to its T_v.

@@ -25,7 +25,7 @@ def get_config(arg=None):
   c.data.max_segments = common.placeholder(int)
   c.model = dict(
       name="generator",
-      asymmetric=True,            # EAR Eqs. (6)-(7); False = UWAV
+      asymmetric=True,            # EAR Eq. (6)-(7); False = UWAV
       clip_dim=768, clap_dim=512,
       proj_hidden=2048, hidden_dim=1024,
       num_layers=5, num_heads=16, ffn_dim=2048, dropout=0.3,

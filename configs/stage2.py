@@ -31,6 +31,9 @@ def get_config(arg=None):
   # R8: pseudo-labels from the dynamic logits z_a, z_v (EAR); the static
   # logits are scored as the zero-shot baseline either way.
   c.logits = "dynamic"  # "dynamic" | "static"
+  # F1 of the threshold search in "float64" | "float32" (UWAV's torch
+  # arithmetic: its exact thresholds where cuts tie in F).
+  c.threshold_precision = "float64"
   c.eval_batch_size = 256
   if arg.tiny:
     c.eval_batch_size = 16

@@ -12,7 +12,7 @@ source x parser) is this switch plus `model.name`: point it at VALOR / UWAV
 / EAR labels and train with `--config.model.name=han` or `ear`.
 Table II: `--config.data.features=clip_clap` (CLAP audio, CLIP visual;
 `--config.model.use_3d_with_clip=True` adds R(2+1)D).
-Ablations (spec STAGE3 §3.3):
+Ablations (docs/METHOD.md, "EAR parser"):
   Table VII  --config.model.amdf=none (w/o AMDF) | --config.model.erm=none
              (w/o ERM; also --config.model.erm_keep_aggregation=False)
   Table VIII --config.model.amdf=msa_mca | han
@@ -48,10 +48,10 @@ def get_config(arg=None):
       audio_proj_hidden=1024,
       han_layers=5,                # HAN encoder (and amdf="han")
       temporal_layers=1,           # N_u, Eq. (10)
-      fusion_layers=1,             # N_f, Eqs. (11)-(12)
+      fusion_layers=1,             # N_f, Eq. (11)-(12)
       amdf="asymmetric",           # "none" | "msa_mca" | "han"
-      aggregation="decoder",       # Eqs. (13)-(14): "decoder" | "sum"
-      # "alternate" (Eq. 15) | "none" | "a_v_then_av" | "no_uni" |
+      aggregation="decoder",       # Eq. (13)-(14): "decoder" | "sum"
+      # "alternate" (Eq. (15)) | "none" | "a_v_then_av" | "no_uni" |
       # "no_multi" | "attention" | "attention_direct"
       erm="alternate",
       erm_layers=3, node_dim=128, leaky_slope=0.2,
@@ -60,6 +60,14 @@ def get_config(arg=None):
       bn_momentum=0.9,             # Flax convention (PyTorch 0.1)
       adjacency_init="identity",
       use_3d_with_clip=False,
+      # HAN variants of other codebases (checkpoint import): "mlp" |
+      # "linear"; "linear" | "mlp" | "none" | "split" (2D and 3D Linears,
+      # then a fusion Linear); "post" | "pre" (+ final LayerNorms);
+      # "sequential" | "eccv20" (every layer reads the encoder inputs);
+      # MMIL attention MLP width (0: Linear).
+      audio_proj="mlp", visual_proj="linear", visual_proj_hidden=1024,
+      visual_3d_dim=512, han_norm="post", han_update="sequential",
+      mmil_att_hidden=0,
       dtype="float32",
   )
   c.loss = dict(
@@ -69,6 +77,9 @@ def get_config(arg=None):
       soft_label_temperature=2.0,  # Eq. (9) as UWAV's code: sigma((z-θ)/2)
       mixup_alpha=1.7,
       use_soft=True, use_reweight=True, use_mixup=True,
+      # use_soft=False targets: "threshold" (1[z > θ] w from the logits) |
+      # "labels" (the binary label files as they are; VALOR's labels).
+      hard_targets="threshold",
   )
   c.optim = common.optim(lr=1e-4, min_lr=5e-6, b1=0.9, weight_decay=1e-4,
                          clip_norm=1.0, warmup_epochs=10)

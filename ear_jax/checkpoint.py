@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from typing import Any
 
 from absl import logging
@@ -14,6 +15,34 @@ import orbax.checkpoint as ocp
 
 class CheckpointError(ValueError):
   """A checkpoint is missing or unreadable; the message names it and a fix."""
+
+
+def _quiet_failed_reads() -> None:
+  """When a restore fails, orbax's other reads end on closed event loops,
+  each printing a long trace (with TensorStore specs) that says nothing the
+  one-line error does not. Installed before restoring: drops those and
+  passes every other unraisable exception on."""
+  if getattr(sys.unraisablehook, "_ear_jax_quiet", False):
+    return
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    e, obj = unraisable.exc_value, unraisable.object
+    if (isinstance(e, RuntimeError) and "Event loop is closed" in str(e)) or (
+        "_read_array_index_and_device_put" in repr(obj)):
+      return
+    previous(unraisable)
+
+  hook._ear_jax_quiet = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
+
+
+def _detail(e: BaseException) -> None:
+  """Logs the full error (DEBUG) instead of chaining it: a TensorStore error
+  prints its specs over hundreds of lines; the one-line reason is in the
+  message."""
+  logging.debug("full checkpoint error: %r", e)
+  return None
 
 
 def short_error(e: BaseException, limit: int = 300) -> str:
@@ -116,7 +145,8 @@ class Checkpointer:
     except Exception as e:  # pylint: disable=broad-except
       raise CheckpointError(
           f"{directory}/{step} is unreadable ({short_error(e)}). Restore it"
-          " from a backup, or start over in a new --config.workdir.") from e
+          " from a backup, or start over in a new --config.workdir.") from (
+              _detail(e))
 
   def wait(self):
     self.latest.wait_until_finished()
@@ -143,7 +173,8 @@ def read_meta(directory: str, step: int) -> dict:
         meta=ocp.args.JsonRestore()))["meta"])
   except Exception as e:  # pylint: disable=broad-except
     raise CheckpointError(
-        f"{directory}/{step}: unreadable metadata ({short_error(e)}).") from e
+        f"{directory}/{step}: unreadable metadata ({short_error(e)}).") from (
+            _detail(e))
   finally:
     manager.close()
 
@@ -155,6 +186,7 @@ def _save_args(tree, meta):
 
 
 def _restore(manager, step, abstract_state):
+  _quiet_failed_reads()
   out = manager.restore(
       step,
       args=ocp.args.Composite(
@@ -166,12 +198,14 @@ def _restore(manager, step, abstract_state):
 
 
 def restore_from_workdir(
-    workdir: str, abstract_state: Any, which: str = "best"
+    workdir: str, abstract_weights: Any, which: str = "best"
 ) -> tuple[Any, dict]:
-  """Loads `which` ("best" | "latest") of a finished run, e.g. stage 1 for 2.
+  """Loads the weights of `which` ("best" | "latest") of a run, e.g. stage 1
+  for 2; no optimizer needed.
 
-  Returns ({"params", "model_state"}, meta) in both cases; `abstract_state`
-  is the abstract TrainState of the same model config.
+  `abstract_weights` is {"params", "model_state"} (ShapeDtypeStructs) of the
+  same model config; a latest checkpoint is a full TrainState, of which only
+  those two are read. Returns ({"params", "model_state"}, meta).
   """
   if which not in ("best", "latest"):
     raise ValueError(f"checkpoint={which!r}; expected 'best' or 'latest'")
@@ -190,27 +224,28 @@ def restore_from_workdir(
   step = manager.latest_step()
   if step is None:
     raise FileNotFoundError(f"{directory} holds no checkpoint.")
-  if which == "best":
-    target = dict(params=abstract_state.params,
-                  model_state=abstract_state.model_state)
-  else:
-    target = abstract_state
+  target = dict(params=abstract_weights["params"],
+                model_state=abstract_weights["model_state"])
   try:
-    tree, meta = _restore(manager, step, target)
-    if which == "latest":
-      tree = dict(params=tree.params, model_state=tree.model_state)
-    return tree, meta
+    out = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(
+            target, restore_args=ocp.checkpoint_utils.construct_restore_args(
+                target), partial_restore=True),
+        meta=ocp.args.JsonRestore()))
+    tree = out["state"]
+    return (dict(params=tree["params"], model_state=tree["model_state"]),
+            dict(out["meta"]))
   except Exception as e:  # pylint: disable=broad-except
     if _structure_mismatch(e):
       raise CheckpointError(
           f"could not restore {directory}/{step} into this model:"
           f" {short_error(e)}. Was it trained with a different model config?"
-          " Use the same config.model.") from e
+          " Use the same config.model.") from _detail(e)
     fix = ("re-run that training stage: it resumes from its newest intact"
            " checkpoint and rewrites this one" if which == "latest" else
            f"restore {directory} from a backup, or use checkpoint=latest")
     raise CheckpointError(f"{directory}/{step} is unreadable"
-                          f" ({short_error(e)}); {fix}.") from e
+                          f" ({short_error(e)}); {fix}.") from _detail(e)
   finally:
     manager.close()
 

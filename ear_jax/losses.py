@@ -1,4 +1,4 @@
-"""Pure losses: stage-1 generator (UWAV/EAR Eq. 8) and stage-3 parser (video
+"""Pure losses: stage-1 generator (UWAV/EAR Eq. (8)) and stage-3 parser (video
 BCE, class-balanced soft segment BCE, uncertainty-weighted mixup)."""
 
 # pylint: disable=invalid-name
@@ -47,7 +47,7 @@ def weighted_bce(
     valid_BxT: jax.Array,
     weight_BxTxC: jax.Array,
 ) -> jax.Array:
-  """UWAV weighted, masked BCE on log-probabilities (spec STAGE1 §4.1).
+  """UWAV weighted, masked BCE on log-probabilities, Eq. (B).
 
   l = -[y max(log P, -100) + (1 - y) max(log(1 - P), -100)];
   returns sum(l w valid) / (sum(valid) C).
@@ -75,7 +75,7 @@ def generator_class_weights(
 
 
 def generator_loss(out, batch, targets, cfg) -> tuple[jax.Array, dict]:
-  """EAR Eq. (8), or UWAV(+LM) for a symmetric generator (spec STAGE1 §4.2).
+  """EAR Eq. (8), or UWAV(+LM) for a symmetric generator.
 
   out: Generator outputs; the variant is read from its keys ("logp_av1" =
   asymmetric). targets: y_av, y_a_mig, y_v_mig (migrated labels, from the
@@ -147,7 +147,7 @@ def mixup_draw(
   pi is uniform over the real rows (real -> real) and maps every dummy row
   to itself, so dummies are never partners.
   """
-  lam = jax.random.beta(key_lambda, alpha, alpha)
+  lam = jax.random.beta(key_lambda, alpha, alpha)  # Eq. (S-25)
   real = real_N > 0
   N = real.shape[0]
   u = jax.random.uniform(key_perm, (N,))
@@ -174,18 +174,37 @@ def class_balanced_weights(
         f"cb_weight_scale={scale!r}; expected one of {CB_WEIGHT_SCALES}."
     )
   C = weak_BxC.shape[-1]
-  S = jnp.sum(class_freq_C.astype(jnp.float32))
-  w = jnp.where(weak_BxC > 0, (C - S) * pos_factor, S)
+  S = jnp.sum(class_freq_C.astype(jnp.float32))  # Eq. (S-23)
+  w = jnp.where(weak_BxC > 0, (C - S) * pos_factor, S)  # Eq. (S-24)
   if scale == "paper":
     w = w / C
   return w.astype(jnp.float32)
 
 
+HARD_TARGETS = ("threshold", "labels")
+
+
 def segment_targets(
-    logits_BxTxC, thresholds_C, weak_BxC, video_mask_B, cfg
+    logits_BxTxC, thresholds_C, weak_BxC, video_mask_B, cfg,
+    labels_BxTxC=None,
 ) -> jax.Array:
-  """Soft targets of Eq. (9) (pseudo_labels.soft_labels), or binary
-  1[z > theta] * y when cfg.use_soft is False; no gradient."""
+  """Soft targets of Eq. (9) (pseudo_labels.soft_labels), or, when
+  cfg.use_soft is False, binary ones: 1[z > theta] * y
+  (cfg.hard_targets "threshold", default) or the stage-2 files' binary
+  labels as they are ("labels": VALOR's labels, which have no logits)."""
+  hard_targets = getattr(cfg, "hard_targets", "threshold")
+  if hard_targets not in HARD_TARGETS:
+    raise ValueError(f"config.loss.hard_targets={hard_targets!r}; expected"
+                     f" one of {HARD_TARGETS}.")
+  if not cfg.use_soft and hard_targets == "labels":
+    if labels_BxTxC is None:
+      raise ValueError("config.loss.hard_targets='labels' needs the binary"
+                       " pseudo-labels in the batch (a_label, v_label).")
+    return jax.lax.stop_gradient(jnp.asarray(labels_BxTxC, jnp.float32))
+  if logits_BxTxC is None:
+    raise ValueError(
+        "the pseudo-labels have no logits (VALOR's binary labels): set"
+        " --config.loss.use_soft=False --config.loss.hard_targets=labels.")
   if cfg.use_soft:
     return pl_lib.soft_labels(
         logits_BxTxC,
@@ -214,9 +233,9 @@ def mixup_loss(
   f_NxD = feat_BxTxD.reshape(B * T, D)
   q_NxC = q_BxTxC.reshape(B * T, C)
   real_Nx1 = real_BxT.reshape(B * T, 1).astype(jnp.float32)
-  f_mix = lam * f_NxD + (1.0 - lam) * f_NxD[perm_N]
+  f_mix = lam * f_NxD + (1.0 - lam) * f_NxD[perm_N]  # Eq. (S-26)
   logits_NxC = classify(f_mix).astype(jnp.float32)
-  loss = lam * bce_with_logits(logits_NxC, q_NxC) + (
+  loss = lam * bce_with_logits(logits_NxC, q_NxC) + (  # Eq. (S-27)
       1.0 - lam
   ) * bce_with_logits(logits_NxC, q_NxC[perm_N])
   den = jnp.maximum(jnp.sum(real_Nx1), 1.0) * C
@@ -235,7 +254,7 @@ def parser_loss(
     class_freq_v: jax.Array,
     cfg,
 ) -> tuple[jax.Array, dict]:
-  """UWAV parser loss (spec STAGE3 §4), exact to the code; dummy videos
+  """UWAV parser loss, Eq. (16), exact to the code; dummy videos
   (video_mask = 0) are excluded from every mean, the batch minimum and mixup.
 
   L = w_video L_video + w_seg (L_seg^a + L_seg^v) + w_mix (L_mix^a + L_mix^v)
@@ -247,7 +266,7 @@ def parser_loss(
   n_real = jnp.maximum(jnp.sum(mask_B), 1.0)
   aux = {}
 
-  # §4.1 video loss on the clipped global probability.
+  # Eq. (16): video loss on the clipped global probability.
   p = jnp.clip(out["global_prob"], PROB_CLIP, 1.0 - PROB_CLIP)
   l_video = jnp.sum(bce_prob(p, weak_BxC) * mask_B[:, None]) / (n_real * C)
   aux["loss/video"] = l_video
@@ -261,8 +280,9 @@ def parser_loss(
       ("a", thresholds_a, class_freq_a),
       ("v", thresholds_v, class_freq_v),
   ):
-    q = segment_targets(batch[f"{m}_logit"], thresholds, weak_BxC, mask_B, cfg)
-    # §4.3 class-balanced, soft-target segment BCE.
+    q = segment_targets(batch.get(f"{m}_logit"), thresholds, weak_BxC,
+                        mask_B, cfg, labels_BxTxC=batch.get(f"{m}_label"))
+    # Eq. (S-24): class-balanced, soft-target segment BCE.
     if use_reweight:
       w_Bx1xC = class_balanced_weights(
           weak_BxC,
@@ -276,7 +296,7 @@ def parser_loss(
     l_seg = jnp.sum(seg * mask_B[:, None, None]) / (n_real * T * C)
     aux[f"loss/seg_{m}"] = l_seg
     total = total + cfg.seg_weight * l_seg
-    # §4.4 mixup with its own lambda and permutation per modality.
+    # Eq. (S-25)-(S-27): mixup, own lambda and permutation per modality.
     if use_mixup:
       lam, perm = mixup_draw(
           keys[f"lambda_{m}"],

@@ -98,7 +98,7 @@ def _match(ps, pe, pv, gs, ge, gv):
   gs, ge, gv = gs[:, None, :], ge[:, None, :], gv[:, None, :]
   inter = np.maximum(np.minimum(pe, ge) - np.maximum(ps, gs), 0)
   union = (pe - ps) + (ge - gs) - inter
-  # Official test: sum(p*g) >= 0.5 * sum(p + g - p*g); exact in integers.
+  # Eq. (M2): sum(p*g) >= 0.5 * sum(p + g - p*g); exact in integers.
   match_KxRxR = pv & gv & (2 * inter >= union)
   return match_KxRxR.any(2).sum(1), match_KxRxR.any(1).sum(1)
 
@@ -159,7 +159,8 @@ def _counts(p_MxT: np.ndarray, g_MxT: np.ndarray):
 
 
 def _video_f(tp, fn, fp) -> np.ndarray:
-  """Mean class F over present classes, 1.0 if none; [..., C] -> [...]."""
+  """Mean class F over present classes, 1.0 if none (Eq. (M3)); [..., C] ->
+  [...]."""
   present = (tp + fp != 0) | (tp + fn != 0)
   denom = 2 * tp + (fn + fp)
   f = np.where(present, 2 * tp / np.where(present, denom, 1.0), 0.0)
@@ -200,7 +201,7 @@ def avvp_scores(pred_a, pred_v, gt_a, gt_v, per_video: bool = False) -> dict:
   Per video and modality (a, v, av = a AND v), the F of each class present in
   the prediction or GT is averaged (1.0 if none is); "event" adds the a and v
   counts per class first. Aggregates are 100 x the mean over videos, and
-  type = (av + a + v) / 3, as in the official code (spec STAGE3 §5).
+  type = (av + a + v) / 3, as in the official code (Eq. (M4)).
 
   Args:
     pred_a, pred_v, gt_a, gt_v: bool / 0-1 arrays [N, C, T].
@@ -273,7 +274,7 @@ def per_class_f1(pred_a, pred_v, gt_a, gt_v) -> dict[str, dict[str, list]]:
 
 
 # ----------------------------------------------------------------------------
-# Model outputs -> binary matrices (spec STAGE3 §5.1).
+# Model outputs -> binary matrices, Eq. (M1).
 
 
 def sigmoid_f32(x: np.ndarray) -> np.ndarray:

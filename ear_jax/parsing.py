@@ -357,18 +357,6 @@ def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
 # Outputs of the parse stage (<workdir>/parsed).
 
 
-def available_ids(root: str, names) -> list[str]:
-  """Sorted ids that have a file for every feature in `names` under root."""
-  found = None
-  for name in names:
-    directory = features_lib.feature_path(root, name, "x").parent
-    ids = set()
-    if directory.is_dir():
-      ids = {f[:-4] for f in os.listdir(directory) if f.endswith(".npy")}
-    found = ids if found is None else found & ids
-  return sorted(found or ())
-
-
 def write_parsed(out_dir: str, parsed: Parsed, parser: Parser,
                  duration: float | None = None, filename: str | None = None,
                  **row) -> dict:

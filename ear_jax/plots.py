@@ -1,5 +1,7 @@
 """PNG figures: event timelines (paper Fig. 3), ERM adjacency heatmaps
-(Figs. 4-5) and training curves from metrics.jsonl. Matplotlib, Agg backend."""
+(Figs. 4-5) and training curves from metrics.jsonl. Matplotlib figures on
+their own Agg canvas: importing this module leaves pyplot and the backend
+alone."""
 
 # pylint: disable=invalid-name
 
@@ -10,11 +12,8 @@ import os
 import re
 from typing import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-# pylint: disable=g-import-not-at-top,wrong-import-position
-from matplotlib import pyplot as plt
+from matplotlib import figure as mpl_figure
+from matplotlib.backends import backend_agg
 import numpy as np
 
 from ear_jax import metrics as metrics_lib
@@ -24,10 +23,16 @@ _GT_COLOR = "#444444"
 _PRED_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
 
 
+def _figure(**kw) -> mpl_figure.Figure:
+  """A figure drawn by Agg where it is saved (no pyplot, no global state)."""
+  fig = mpl_figure.Figure(**kw)
+  backend_agg.FigureCanvasAgg(fig)
+  return fig
+
+
 def _save(fig, path: str, tight: bool = True) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=100, bbox_inches="tight" if tight else None)
-  plt.close(fig)
   return path
 
 
@@ -96,9 +101,9 @@ def timeline(
   width = min(16.0, 9.0 + max(0, T * segment_seconds - 10) / 30)
   left_in, w, h = (0.5 + longest * 7 / 72 * 0.55, width,
                    0.28 * sum(heights) + 1.2)
-  fig, axes = plt.subplots(
-      3, 1, figsize=(w, h), sharex=True,
-      gridspec_kw=dict(height_ratios=heights, hspace=0.25))
+  fig = _figure(figsize=(w, h))
+  axes = fig.subplots(3, 1, sharex=True,
+                      gridspec_kw=dict(height_ratios=heights, hspace=0.25))
   fig.subplots_adjust(left=left_in / w, right=1 - 0.2 / w, bottom=0.6 / h,
                       top=1 - 0.4 / h)
   for ax, modality in zip(axes, MODALITIES):
@@ -186,7 +191,8 @@ def _heatmap(path, mat, labels, title):
   label_in = 0.2 + fontsize / 72 * 0.62 * max(len(x) for x in labels)
   size = 3 + 0.16 * n
   w, h = size + 1.2 + label_in, size + label_in + 0.5
-  fig, ax = plt.subplots(figsize=(w, h))
+  fig = _figure(figsize=(w, h))
+  ax = fig.subplots()
   fig.subplots_adjust(left=label_in / w, bottom=label_in / h,
                       right=1 - 0.9 / w, top=1 - 0.5 / h)
   im = ax.imshow(mat, cmap="RdBu_r", vmin=-lim, vmax=lim,
@@ -250,8 +256,8 @@ def training_curves(rows: Sequence[Mapping], path: str, title: str = "",
                                   ("validation", val)) if ks]
   if not panels:
     return None
-  fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6),
-                           squeeze=False)
+  fig = _figure(figsize=(5.5 * len(panels), 3.6))
+  axes = fig.subplots(1, len(panels), squeeze=False)
   for ax, (name, ks) in zip(axes[0], panels):
     for k in ks:
       x, y = _series(rows, k)

@@ -1,6 +1,6 @@
 """Pseudo-labels: label migration, threshold search, binarise, soft labels, IO.
 
-Spec STAGE1_2_GENERATOR.md §2 and §5, STAGE3_PARSER_AND_EVAL.md §4.2.
+docs/METHOD.md: Eq. (1)-(2), (S-19)-(S-21), (P1)-(P2), (9), (S-22).
 """
 # pylint: disable=invalid-name
 
@@ -32,7 +32,7 @@ VERSION = 1
 
 
 # ----------------------------------------------------------------------------
-# Label migration (STAGE1 §2.3).
+# Label migration, Eq. (1)-(2), (S-19)-(S-21).
 
 
 @functools.partial(jax.jit, static_argnames=("strict",))
@@ -40,7 +40,7 @@ def migrate_from_similarity(sim_NxN: jax.Array, y_NxC: jax.Array,
                             ok_N: jax.Array, tau: float | jax.Array,
                             same_video_NxN: jax.Array | None = None,
                             strict: bool = False) -> jax.Array:
-  """Steps 2-7 of §2.3 given the similarity matrix S; returns Ŷ [N, C]."""
+  """Eq. (1)-(2), (S-19)-(S-21) given the similarity matrix S; Ŷ [N, C]."""
   sim_NxN = jnp.asarray(sim_NxN, jnp.float32)
   y_NxC = jnp.asarray(y_NxC, jnp.float32)
   ok_N = jnp.asarray(ok_N, jnp.float32)
@@ -77,7 +77,7 @@ def cosine_similarity(feats_NxD: jax.Array) -> jax.Array:
 def migrate(feats_NxD: jax.Array, y_NxC: jax.Array, ok_N: jax.Array,
             tau: float | jax.Array, video_id_N: jax.Array | None = None,
             strict: bool = False) -> jax.Array:
-  """Similarity-based uni-modal label migration (§2.3); Ŷ [N, C] float32.
+  """Similarity-based uni-modal label migration; Ŷ [N, C] float32.
 
   Args:
     feats_NxD: frozen input features of the N flattened segments.
@@ -117,7 +117,7 @@ def migrate_batch(feats_BxTxD: jax.Array, y_BxTxC: jax.Array,
 
 
 # ----------------------------------------------------------------------------
-# Thresholds, binary and soft pseudo-labels (STAGE1 §5.2-5.5).
+# Thresholds, binary and soft pseudo-labels, Eq. (P1), (P2), (9).
 
 
 def _check_logits_gt_weak(logits_NxTxC, gt_NxCxT, weak_NxC):
@@ -140,12 +140,23 @@ def _check_logits_gt_weak(logits_NxTxC, gt_NxCxT, weak_NxC):
   return logits_NxTxC, weak_NxC
 
 
-def search_thresholds(logits_NxTxC, gt_NxCxT, weak_NxC) -> np.ndarray:
-  """Per-class logit thresholds maximising pooled F1 (§5.2); float32 [C].
+F_DTYPES = ("float64", "float32")
+
+
+def search_thresholds(logits_NxTxC, gt_NxCxT, weak_NxC,
+                      f_dtype: str = "float64") -> np.ndarray:
+  """Per-class logit thresholds maximising pooled F1, Eq. (P1); f32 [C].
 
   Classes absent from a video's weak label are masked to -inf. A result of
   -inf means "every segment of a weak-label class is positive".
+  f_dtype: precision of precision/recall/F. Cuts with equal F in exact
+  arithmetic are common (F = 2 TP / (n_pred + n_true)); rounding decides
+  which one argmax takes. "float32" is UWAV's torch arithmetic and gives its
+  thresholds bit for bit; "float64" (default) rounds differently.
   """
+  if f_dtype not in F_DTYPES:
+    raise ValueError(f"f_dtype={f_dtype!r}; expected one of {F_DTYPES}.")
+  dt = np.dtype(f_dtype)
   logits_NxTxC, weak_NxC = _check_logits_gt_weak(logits_NxTxC, gt_NxCxT,
                                                  weak_NxC)
   N, T, C = logits_NxTxC.shape
@@ -155,14 +166,16 @@ def search_thresholds(logits_NxTxC, gt_NxCxT, weak_NxC) -> np.ndarray:
   label_KxC = (np.asarray(gt_NxCxT).transpose(0, 2, 1) != 0).reshape(N * T, C)
   order_KxC = np.argsort(z_KxC, axis=0, kind="stable")
   p_KxC = np.take_along_axis(z_KxC, order_KxC, axis=0)
-  l_KxC = np.take_along_axis(label_KxC, order_KxC, axis=0).astype(np.float64)
-  # Cut i predicts p_i ... p_{n-1} positive.
+  l_KxC = np.take_along_axis(label_KxC, order_KxC, axis=0).astype(dt)
+  # Cut i predicts p_i ... p_{n-1} positive (counts are exact in both).
   tp_KxC = np.cumsum(l_KxC[::-1], axis=0)[::-1]
-  n_pred_K = (N * T - np.arange(N * T, dtype=np.float64))[:, None]
+  n_pred_K = (N * T - np.arange(N * T, dtype=dt))[:, None]
   with np.errstate(invalid="ignore", divide="ignore"):
     precision = tp_KxC / n_pred_K
     recall = tp_KxC / tp_KxC[:1]  # NaN for a class with no positives
-    f_KxC = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    # (2 P) R / max(P + R, 1e-12), evaluated in this order as torch does.
+    f_KxC = dt.type(2) * precision * recall / np.maximum(
+        precision + recall, dt.type(1e-12))
   best_C = np.argmax(f_KxC, axis=0)  # first max; NaN counts as maximal
   p_prev_KxC = np.concatenate(
       [np.full((1, C), -np.inf, np.float32), p_KxC[:-1]], axis=0)
@@ -171,7 +184,7 @@ def search_thresholds(logits_NxTxC, gt_NxCxT, weak_NxC) -> np.ndarray:
 
 
 def binarize(logits_NxTxC, thresholds_C, weak_NxC) -> np.ndarray:
-  """Binary pseudo-labels 1[z > θ] · w (§5.3); uint8 [N, T, C]."""
+  """Binary pseudo-labels 1[z > θ] · w, Eq. (P2); uint8 [N, T, C]."""
   logits_NxTxC, weak_NxC = _check_logits_gt_weak(logits_NxTxC, None, weak_NxC)
   thresholds_C = np.asarray(thresholds_C, np.float32)
   if thresholds_C.shape != logits_NxTxC.shape[2:]:
@@ -185,7 +198,7 @@ def binarize(logits_NxTxC, thresholds_C, weak_NxC) -> np.ndarray:
 def soft_labels(logits_BxTxC: jax.Array, thresholds_C: jax.Array,
                 weak_BxC: jax.Array, video_mask_B: jax.Array,
                 temperature: float = 2.0) -> jax.Array:
-  """Soft segment targets σ((z − θ') / temperature) · w (Eq. 9); [B, T, C].
+  """Soft segment targets σ((z − θ') / temperature) · w, Eq. (9); [B,T,C].
 
   θ' replaces a non-finite θ_c by (min of z[:, :, c] over the real videos of
   this batch) − 1. Dummy videos (video_mask 0) get 0 and do not enter the
@@ -204,7 +217,7 @@ def soft_labels(logits_BxTxC: jax.Array, thresholds_C: jax.Array,
 
 
 def class_frequencies(binary_NxTxC) -> np.ndarray:
-  """Positive segments per class / (N · T) (STAGE3 §4.3); float32 [C]."""
+  """Positive segments per class / (N · T), Eq. (S-22); float32 [C]."""
   binary_NxTxC = np.asarray(binary_NxTxC)
   if binary_NxTxC.ndim != 3 or 0 in binary_NxTxC.shape[:2]:
     raise ValueError(f"binary_NxTxC has shape {binary_NxTxC.shape}; expected"

@@ -11,12 +11,13 @@ import os
 from typing import Any, Callable
 
 from absl import logging
+from flax import nnx
+import jax
 from ml_collections import config_dict
 
 from ear_jax import checkpoint as ckpt_lib
 from ear_jax import sharding as sharding_lib
 from ear_jax import train_state as ts_lib
-from ear_jax import trainer as trainer_lib
 
 CHOICES = ("auto", "best", "latest")
 
@@ -72,21 +73,29 @@ def _saved_best_step(run_workdir: str) -> int | None:
   return ckpt_lib.read_meta(directory, steps[0]).get("best_step")
 
 
-def restore_run(run_workdir: str, run_config, make_model: Callable[[], Any],
-                which: str, mesh=None) -> tuple[Any, dict, int, str]:
+def abstract_weights(make_model: Callable[[], Any], sharding=None) -> tuple:
+  """(graphdef, {"params", "model_state"} as ShapeDtypeStructs), allocating
+  nothing; with `sharding`, every leaf carries it."""
+  graphdef, params, model_state = ts_lib.split_model(
+      nnx.eval_shape(make_model))
+  as_sds = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+  return graphdef, jax.tree.map(
+      as_sds, dict(params=params, model_state=model_state))
+
+
+def restore_run(run_workdir: str, make_model: Callable[[], Any], which: str,
+                mesh=None) -> tuple[Any, dict, int, str]:
   """(graphdef, {"params", "model_state"}, step, checkpoint) of a run.
 
   `which` is "auto" | "best" | "latest"; `checkpoint` is the one restored.
-  The weights come back replicated over `mesh` (default: every device),
-  whatever the layout they were saved with.
+  Only the weights are read (no optimizer is built). They come back
+  replicated over `mesh` (default: every device), whatever the layout they
+  were saved with.
   """
   which = resolve_checkpoint(run_workdir, which)
-  tx, _ = trainer_lib.make_optimizer(run_config.optim, 1,
-                                     run_config.total_epochs)
-  graphdef, abstract = ts_lib.abstract_train_state(make_model, tx)
   mesh = mesh if mesh is not None else sharding_lib.make_mesh()
-  abstract = ckpt_lib.abstract_with_sharding(
-      abstract, sharding_lib.replicated(mesh))
+  graphdef, abstract = abstract_weights(make_model,
+                                        sharding_lib.replicated(mesh))
   try:
     weights, meta = ckpt_lib.restore_from_workdir(run_workdir, abstract, which)
   except FileNotFoundError as e:

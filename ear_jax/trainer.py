@@ -191,7 +191,8 @@ def fit(
   init_key, train_key = jax.random.split(root)
   del init_key  # Models are built from config.seed through nnx.Rngs.
 
-  writer = writer_lib.MetricWriter(workdir)
+  writer = writer_lib.MetricWriter(
+      workdir, tensorboard=config.get("tensorboard", False))
   write_config(workdir, config)
   ckpt = ckpt_lib.Checkpointer(workdir)
   graphdef, abstract = ts_lib.abstract_train_state(make_model, tx)
@@ -266,6 +267,7 @@ def fit(
       ckpt.save(step, state, epoch_meta)
   ckpt.wait()
   ckpt.close()
+  writer.close()
   logging.info("%s: %d epochs in %.1f s", config.stage,
                total_epochs - start_epoch, time.perf_counter() - t0)
   final = dict(params=state.params, model_state=state.model_state)

@@ -22,9 +22,12 @@ STAGE_METRICS = {
 # Sub-configs of the demo, run as stages of their own.
 DEMO_STAGES = ("stage1", "stage2", "stage3", "stage3_han")
 CHECKPOINT_CHOICES = ("auto", "best", "latest")
+# jax_default_matmul_precision values (ear_jax/cli.py applies the field).
+MATMUL_PRECISIONS = ("default", "high", "highest", "bfloat16",
+                     "tensorfloat32", "float32")
 # Per stage: field -> valid values (checked only where the field exists).
 CHOICES = {
-    "*": {"matmul_precision": ("default", "high", "highest")},
+    "*": {"matmul_precision": MATMUL_PRECISIONS},
     "generate_pseudo_labels": {"logits": ("dynamic", "static"),
                                "checkpoint": CHECKPOINT_CHOICES},
     "train_parser": {"model.name": ("ear", "han"),
@@ -32,6 +35,9 @@ CHOICES = {
                                        "clip_clap")},
     "evaluate": {"split": ("val", "test"), "checkpoint": CHECKPOINT_CHOICES},
     "parse": {"checkpoint": CHECKPOINT_CHOICES},
+    # ear_jax.torch_import.SOURCES
+    "import_torch": {"source": ("uwav_generator", "uwav_han", "han_eccv20",
+                                "valor_han")},
 }
 # Integer fields that must be >= 1 wherever they appear (None = unset is
 # allowed: such fields default to another value, e.g. the run's).

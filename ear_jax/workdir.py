@@ -27,7 +27,8 @@ CONFIG = "config.json"
 LOCK = ".lock"
 # Fields that cannot change a result: never compared.
 IGNORED = ("workdir", "required", "progress", "log_every_steps",
-           "override_config", "data.num_load_workers")
+           "override_config", "data.num_load_workers", "tensorboard",
+           "compilation_cache_dir", "compilation_cache_min_compile_secs")
 # Fields that change no number if they point at the same data / run (or
 # only change how the work is split): accepted with override_config=True.
 HARMLESS = ("data.llp_root", "data.llp_annotations_dir", "data.unav_root",
@@ -99,15 +100,13 @@ def differences(recorded: Mapping, requested: Mapping,
           if recorded.get(k, _MISSING) != requested.get(k, _MISSING)}
 
 
-def check_config(config) -> dict[str, tuple[Any, Any]]:
-  """Raises WorkdirError if config.workdir holds a run this config cannot
-  continue; returns the harmless differences it accepts (override_config).
-
-  Reads only: nothing is written here.
-  """
+def compare(config) -> tuple[dict, dict]:
+  """(changing, harmless): the fields in which config.workdir's recorded
+  config differs from `config`, {field: (recorded, requested)}; both empty
+  for a new workdir. Raises WorkdirError for a workdir of another stage or
+  an unreadable one. Reads only."""
   workdir = config.workdir
   recorded = read_recorded(workdir)
-  path = os.path.join(workdir, CONFIG)
   if recorded is None:
     present = [n for n in _RUN_FILES if os.path.exists(os.path.join(workdir,
                                                                      n))]
@@ -116,27 +115,41 @@ def check_config(config) -> dict[str, tuple[Any, Any]]:
           f"{workdir} holds {', '.join(present)} but no {CONFIG}, so the"
           " config that made them is unknown; use a new --config.workdir (or"
           " restore its config.json).")
-    return {}
+    return {}, {}
   if recorded["stage"] != config.stage:
     raise WorkdirError(
-        f"{workdir} is the workdir of a {recorded['stage']!r} run ({path});"
-        f" this is a {config.stage!r} run. Use another --config.workdir.")
+        f"{workdir} is the workdir of a {recorded['stage']!r} run"
+        f" ({os.path.join(workdir, CONFIG)}); this is a {config.stage!r} run."
+        " Use another --config.workdir.")
   diff = differences(recorded, config_dict(config), config.stage)
+  # A field added (or removed) by another ear-jax version than the run's
+  # changes none of its numbers by itself.
+  harmless = {k: v for k, v in diff.items()
+              if k in HARMLESS or _MISSING in v}
+  changing = {k: v for k, v in diff.items() if k not in harmless}
+  return changing, harmless
+
+
+def check_config(config) -> dict[str, tuple[Any, Any]]:
+  """Raises WorkdirError if config.workdir holds a run this config cannot
+  continue; returns the harmless differences it accepts (override_config).
+
+  Reads only: nothing is written here.
+  """
+  workdir = config.workdir
+  changing, harmless = compare(config)
+  diff = {**changing, **harmless}
   if not diff:
     return {}
   lines = "\n".join(f"  {k}: recorded {a!r}, requested {b!r}"
-                    for k, (a, b) in diff.items())
-  # A field added (or removed) by another ear-jax version than the run's
-  # changes none of its numbers by itself.
-  changing = [k for k, (a, b) in diff.items()
-              if k not in HARMLESS and _MISSING not in (a, b)]
+                    for k, (a, b) in sorted(diff.items()))
   head = (f"{workdir} holds a {config.stage!r} run made with another config"
-          f" ({path}):\n{lines}\n")
+          f" ({os.path.join(workdir, CONFIG)}):\n{lines}\n")
   if changing:
     raise WorkdirError(
-        head + f"{', '.join(changing)} change the results, so this run"
-        " cannot continue that one. Use a new --config.workdir (or delete"
-        f" {workdir} to start over).")
+        head + f"{', '.join(sorted(changing))} change the results, so this"
+        " run cannot continue that one. Use a new --config.workdir (or"
+        f" delete {workdir} to start over).")
   if not config.get("override_config", False):
     raise WorkdirError(
         head + "These change no result if they point at the same data and"
@@ -145,7 +158,7 @@ def check_config(config) -> dict[str, tuple[Any, Any]]:
         " --config.override_config=True to accept them, or use a new"
         " --config.workdir.")
   logging.warning("%s: accepting changed %s (override_config=True).",
-                  workdir, ", ".join(diff))
+                  workdir, ", ".join(sorted(diff)))
   return diff
 
 

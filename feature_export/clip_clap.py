@@ -1,6 +1,7 @@
 """CLIP (visual) and CLAP (audio) features with Hugging Face models (torch).
 
-Segment/padding conventions (STAGE1_2 §1.3, §1.5): see `Exporter`.
+Segment/padding conventions (docs/METHOD.md, "Data and features"): see
+`Exporter`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from feature_export import decode as decode_lib
 # pylint: disable=invalid-name
 
 FEATURES = ("clip", "clap")
-# The checkpoints of STAGE1_2 §1.3, for the error when a path is unset.
+# The checkpoints (docs/METHOD.md, "Data and features"), for the error when
+# a path is unset.
 HUB_NAMES = dict(clip="openai/clip-vit-large-patch14",
                  clap="laion/clap-htsat-fused")
 
@@ -56,8 +58,9 @@ def _load(kind: str, path: str | None, flag: str):
   if not path:
     raise ValueError(
         f"--config.{flag} is unset: point it at a local copy of the"
-        f" Hugging Face {kind.upper()} checkpoint ({HUB_NAMES[kind]}, e.g."
-        " `huggingface-cli download <name> --local-dir DIR`)"
+        f" Hugging Face {kind.upper()} checkpoint, e.g. `hf download"
+        f" {HUB_NAMES[kind]} --local-dir DIR` (the `hf` command of"
+        f" huggingface_hub >= 0.34), then --config.{flag}=DIR."
     )
   if not os.path.isdir(path):
     raise FileNotFoundError(
@@ -120,7 +123,7 @@ class Exporter:
         raise ValueError(
             f"--config.{flag}={config.get(flag)!r} embeds to {dim}-d, but the"
             f" {f!r} layout ({features_lib.SEGMENT_FEATURES[f].subdir}) holds"
-            f" {want}-d features; use the checkpoint of STAGE1_2 §1.3"
+            f" {want}-d features; use the checkpoint in HUB_NAMES"
         )
       self.models[f] = model.to(self.device, self.dtype)
       self.pre[f], self.tok[f], self.paths[f] = pre, tok, config.get(flag)

@@ -166,7 +166,7 @@ def parse_features(value, valid: tuple[str, ...]) -> tuple[str, ...]:
 def class_names(spec: str) -> tuple[list[str], str]:
   """(names as encoded, description) for "llp" | "unav" | a text file path.
 
-  LLP names get '_' -> ' ' and lower case (STAGE1_2 §1.5 RECON); UnAV names
+  LLP names get '_' -> ' ' and lower case (R10, docs/METHOD.md); UnAV names
   are used as written; a file gives one name per line, used as written.
   """
   if spec == "llp":

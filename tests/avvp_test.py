@@ -68,7 +68,7 @@ def test_llp_split_sizes_and_ids(llp_dir, llp_val, llp_test):
   assert all(len(v) == 11 for v in all_ids)
   labels_per_clip = np.concatenate(
       [s.weak.sum(1) for s in (train, llp_val, llp_test)])
-  # The spec's 4647 / 6896 count names; test clip LcFWKgFphXI_20_30 lists
+  # Counting names gives 4647 / 6896; test clip LcFWKgFphXI_20_30 lists
   # "Clapping,Clapping", which is one class.
   assert np.bincount(labels_per_clip).tolist() == [0, 4648, 6895, 263, 39,
                                                    3, 0, 1]

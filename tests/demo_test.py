@@ -15,6 +15,7 @@ import pytest
 from configs import demo as demo_config
 from ear_jax import metrics as metrics_lib
 from ear_jax import report as report_lib
+from ear_jax import stages as stages_lib
 from ear_jax import trainer as trainer_lib
 from ear_jax import writer as writer_lib
 from ear_jax.stages import demo as demo_lib
@@ -74,9 +75,9 @@ class FakeStages:
 @pytest.fixture
 def fake_stages(monkeypatch):
   fake = FakeStages()
-  monkeypatch.setattr(demo_lib.s1_lib, "run", fake.s1)
-  monkeypatch.setattr(demo_lib.s2_lib, "run", fake.s2)
-  monkeypatch.setattr(demo_lib.s3_lib, "run", fake.s3)
+  runners = {"pretrain_generator": fake.s1, "generate_pseudo_labels": fake.s2,
+             "train_parser": fake.s3}
+  monkeypatch.setattr(stages_lib, "get_runner", runners.__getitem__)
   return fake
 
 

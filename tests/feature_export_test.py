@@ -261,8 +261,10 @@ def test_clip_clap_missing_models_are_clear_errors(videos_dir, tmp_path,
   c = _clip_clap_config(videos_dir, tmp_path, hf_models)
   c.clap_model = None
   assert config_lib.unset_required(c) == ["clap_model"]
-  with pytest.raises(ValueError, match="--config.clap_model"):
+  with pytest.raises(ValueError, match="--config.clap_model") as e:
     driver.run(c)
+  assert ("`hf download laion/clap-htsat-fused --local-dir DIR`"
+          in str(e.value))
   c.clap_model = os.fspath(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match="not a directory"):
     driver.run(c)

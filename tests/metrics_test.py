@@ -1,4 +1,4 @@
-"""Tests for ear_jax.metrics: golden data, spec hand cases, properties."""
+"""Tests for ear_jax.metrics: golden data, hand cases, properties."""
 # pylint: disable=invalid-name
 
 import csv
@@ -21,7 +21,7 @@ HYP = settings(max_examples=50, deadline=None, derandomize=True)
 
 
 # ----------------------------------------------------------------------------
-# A loop-based reference written from the spec (STAGE3 §5.3-5.5), used to
+# A loop-based reference written from docs/METHOD.md (M2)-(M4), used to
 # cross-check the vectorised code on shapes the golden file does not cover.
 
 
@@ -139,7 +139,7 @@ def test_golden_with_loop_path(golden, monkeypatch):
 
 
 # ----------------------------------------------------------------------------
-# Spec hand cases (STAGE3 §5.6).
+# Hand cases, values computed with the official AVVP code.
 
 
 def _hand_case(marks):
@@ -187,7 +187,7 @@ def test_hand_cases(name, marks, want):
 
 
 def test_spec_rounded_hand_values():
-  """The six-decimal values printed in the spec for case 3."""
+  """The official code's six-decimal values for case 3."""
   out = metrics_lib.avvp_scores(**_hand_case(HAND_CASES[2][1]),
                                 per_video=True)["per_video"]
   for k, v in dict(seg_v=0.272727, seg_event=0.419355,
@@ -346,7 +346,7 @@ def test_bad_value_message_names_index():
 
 
 # ----------------------------------------------------------------------------
-# Binarisation of parser outputs (§5.1).
+# Binarisation of parser outputs, Eq. (M1).
 
 
 def test_binarize_strict_vs_inclusive_at_half():
@@ -427,8 +427,8 @@ def test_format_table():
 
 
 # ----------------------------------------------------------------------------
-# §5.6 reference table on the real LLP annotations (private GT builder, so
-# this file does not depend on ear_jax.data.avvp).
+# Reference table on the real LLP annotations, values from the official code
+# (a private GT builder, so this file does not depend on ear_jax.data.avvp).
 
 
 def _read_tsv(path):

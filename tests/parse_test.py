@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from ear_jax import metrics as metrics_lib
-from ear_jax import parsing
 from ear_jax import report as report_lib
+from ear_jax.data import features as features_lib
 
 C, T = 4, 10
 CLASSES = ("Speech", "Dog", "Car", "Cat")
@@ -99,10 +99,10 @@ def save_untrained_parser(cfg, step=3):
   from ear_jax import checkpoint as ckpt_lib
   from ear_jax import train_state as ts_lib
   from ear_jax import trainer as trainer_lib
-  from ear_jax.stages import train_parser as s3_lib
+  from ear_jax import parser_lib
   import jax
   trainer_lib.write_config(cfg.workdir, cfg)
-  make_model = s3_lib.model_factory(cfg)
+  make_model = parser_lib.model_factory(cfg)
   # Jitted init: eager init dispatches (and compiles) every op one by one.
   state = jax.jit(
       lambda: ts_lib.create_train_state(make_model, optax.identity())[1])()
@@ -153,8 +153,8 @@ def test_parse_writes_schema_index_and_timelines(parsed_run):
   out = c.workdir
   with open(f"{out}/parsed/index.json") as f:
     index = json.load(f)
-  ids = parsing.available_ids(c.features_root, ["vggish", "res152",
-                                                "r2plus1d_18"])
+  ids = features_lib.available_ids(c.features_root, ["vggish", "res152",
+                                                     "r2plus1d_18"])
   assert [v["video_id"] for v in index["videos"]] == ids and len(ids) >= 10
   assert index["model"] == "ear" and index["checkpoint_step"] == 3
   assert index["checkpoint"] == "best"  # "auto" resolved

@@ -21,7 +21,7 @@ CLASSES = [f"class_{i}" for i in range(25)]
 
 
 # ----------------------------------------------------------------------------
-# Label migration, spec STAGE1 §2.4 examples.
+# Label migration, Eq. (1)-(2), (S-19)-(S-21): worked examples.
 
 
 def test_example_a_from_similarity():
@@ -89,7 +89,7 @@ def test_example_d_padding():
 
 
 def _np_migrate(F, Y, ok, tau, vid=None):
-  """§2.3 in float64 numpy, for comparison."""
+  """Eq. (1)-(2), (S-19)-(S-21) in float64 numpy, for comparison."""
   unit = F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-8)
   S = np.clip(unit @ unit.T, -1, 1)
   M = (S >= tau) * ok[:, None] * ok[None, :]
@@ -190,7 +190,7 @@ def test_migration_properties(case):
 
 
 # ----------------------------------------------------------------------------
-# Thresholds (STAGE1 §5.2).
+# Thresholds, Eq. (P1).
 
 
 def _column(values, labels, weak):
@@ -201,7 +201,7 @@ def _column(values, labels, weak):
 
 
 def test_threshold_worked_test_1():
-  # The two -inf logits of the spec come from classes absent in the video.
+  # The two -inf logits come from classes absent in the video.
   z, gt, w = _column([7.0, -3.0, 0.1, 0.5, 0.9, 2.0], [0, 0, 0, 1, 0, 1],
                      [0, 0, 1, 1, 1, 1])
   theta = pl_lib.search_thresholds(z, gt, w)
@@ -221,7 +221,7 @@ def test_threshold_class_without_positives_is_minus_inf():
 
 
 def _brute_force_thresholds(logits_NxTxC, gt_NxCxT, weak_NxC):
-  """§5.2 literally, one class at a time with python floats."""
+  """Eq. (P1) literally, one class at a time with python floats."""
   N, T, C = logits_NxTxC.shape
   out = []
   for c in range(C):

@@ -352,6 +352,31 @@ def test_corrupt_best_is_one_line(tmp_path, finished):
   assert "\n" not in msg and "tensorstore_spec" not in msg
 
 
+_RESTORE = """
+import sys
+sys.path.insert(0, "tests")
+import conftest
+import trainer_test as toy
+toy._fit(toy._config(sys.argv[1], epochs=4), evaluate=toy._score)
+"""
+
+
+def test_corrupt_checkpoint_prints_no_tensorstore_trace(tmp_path, finished):
+  w = tmp_path / "w"
+  shutil.copytree(finished[0], w)
+  _truncate_state(w / "checkpoints" / "15")
+  _truncate_state(w / "best" / "5")
+  r = subprocess.run([sys.executable, "-c", _RESTORE, str(w)], cwd=REPO,
+                     capture_output=True, text=True, timeout=120,
+                     env=dict(os.environ, PYTHONPATH=str(REPO)))
+  assert r.returncode != 0
+  last = r.stderr.strip().splitlines()[-1]
+  assert last.startswith("ear_jax.checkpoint.CheckpointError: ") and (
+      f"{w}/best/5 is unreadable" in last), r.stderr[-3000:]
+  assert "tensorstore_spec" not in r.stderr and "})>" not in r.stderr
+  assert "Event loop is closed" not in r.stderr
+
+
 # ------------------------------------------- metrics.jsonl at any death
 class _Killed(Exception):
   pass

@@ -8,6 +8,7 @@ import pytest
 
 from configs import stage1 as stage1_config
 from ear_jax import checkpoint as ckpt_lib
+from ear_jax import generator_lib
 from ear_jax import metrics as metrics_lib
 from ear_jax import writer as writer_lib
 from ear_jax.data import synthetic
@@ -47,7 +48,7 @@ def test_stage1_writes_checkpoints_metrics_and_eval(tmp_path, data_root):
   rows = writer_lib.read_metrics(c.workdir)
   assert any("val/seg_av" in r for r in rows)
   train_keys = set().union(*[r.keys() for r in rows if "train/loss" in r])
-  # All four EAR loss terms (Eq. 8) are logged, with the migration on.
+  # All four EAR loss terms (Eq. (8)) are logged, with the migration on.
   assert {"train/av1", "train/av2", "train/a", "train/v"} <= train_keys
 
 
@@ -92,7 +93,7 @@ def test_on_device_segment_f1_matches_official_metric():
   pred = rng.random((40, 12, 7)) < 0.2
   gt = rng.random((40, 12, 7)) < 0.2
   gt[:5] = pred[:5] = False  # all-true-negative videos score 1.0
-  seg = np.asarray(pretrain_generator.segment_f1(pred, gt))
+  seg = np.asarray(generator_lib.segment_f1(pred, gt))
   official = metrics_lib.avvp_scores(
       np.moveaxis(pred, 1, 2).astype(np.uint8),
       np.moveaxis(pred, 1, 2).astype(np.uint8),
@@ -104,15 +105,15 @@ def test_on_device_segment_f1_matches_official_metric():
 def test_without_migration_only_av_terms_are_trained():
   c = stage1_config.get_config("tiny")
   c.migration.enabled = False
-  loss_cfg = pretrain_generator.generator_loss_config(c)
+  loss_cfg = generator_lib.generator_loss_config(c)
   assert not loss_cfg.use_a and not loss_cfg.use_v
   assert loss_cfg.use_av1 and loss_cfg.use_av2
   c.migration.enabled = True
-  assert pretrain_generator.generator_loss_config(c).use_a
+  assert generator_lib.generator_loss_config(c).use_a
 
 
 def test_generator_step_on_four_devices_equals_one(data_root):
-  """The real stage-1 step (generator, migration, Eq. 8, AdamW) is the same
+  """The real stage-1 step (generator, migration, Eq. (8), AdamW) is the same
   computation on a 4-device data-parallel mesh as on one device."""
   # pylint: disable=g-import-not-at-top
   import jax
@@ -123,8 +124,8 @@ def test_generator_step_on_four_devices_equals_one(data_root):
   from ear_jax import train_state as ts_lib
   from ear_jax import trainer as trainer_lib
   c = _config("/unused", data_root)
-  train, _ = pretrain_generator.load_unav(c, "train")
-  text_a, text_v = pretrain_generator.load_text(c.data.unav_root, 100)
+  train, _ = generator_lib.load_unav(c, "train")
+  text_a, text_v = generator_lib.load_text(c.data.unav_root, 100)
   make_model = lambda: models_lib.get_model("generator", c.model,
                                             rngs=nnx.Rngs(0))
 
@@ -132,7 +133,7 @@ def test_generator_step_on_four_devices_equals_one(data_root):
     out = model(batch, text_a, text_v, deterministic=False,
                 rngs=nnx.Rngs(dropout=key))
     return losses_lib.generator_loss(
-        out, batch, pretrain_generator.migrated_targets(batch, c.migration),
+        out, batch, generator_lib.migrated_targets(batch, c.migration),
         c.loss)
 
   tx, _ = trainer_lib.make_optimizer(c.optim, 3, c.total_epochs)
@@ -144,7 +145,7 @@ def test_generator_step_on_four_devices_equals_one(data_root):
     graphdef, state = ts_lib.create_train_state(make_model, tx)
     state = jax.device_put(state, sharding_lib.replicated(mesh))
     step = jax.jit(trainer_lib.make_train_step(
-        graphdef, tx, loss_fn, pretrain_generator.make_batch,
+        graphdef, tx, loss_fn, generator_lib.make_batch,
         jax.random.key(0), mesh))
     state, metrics = step(state, sharding_lib.put_replicated(train, mesh),
                           idx, mask)

@@ -17,6 +17,7 @@ import pytest
 from configs import stage1 as stage1_config
 from configs import stage2 as stage2_config
 from ear_jax import checkpoint as ckpt_lib
+from ear_jax import generator_lib
 from ear_jax import metrics as metrics_lib
 from ear_jax import models as models_lib
 from ear_jax import pseudo_labels as pl_lib
@@ -138,7 +139,7 @@ def test_stage2_end_to_end(tmp_path, data_root, caplog):
     np.testing.assert_array_equal(labels[0], pl[s]["a_label"])
     np.testing.assert_array_equal(labels[1], pl[s]["v_label"])
     assert not (labels[0] & ~recs[s].weak[:, None, :].astype(bool)).any()
-    again = stage2.gt_scores(*labels, recs[s])
+    again = generator_lib.gt_scores(*labels, recs[s])
     for key in metrics_lib.AGGREGATE_KEYS:
       assert out[key] == pytest.approx(again[key], abs=1e-9), (s, key)
       assert 0.0 <= out[key] <= 100.0
@@ -147,7 +148,7 @@ def test_stage2_end_to_end(tmp_path, data_root, caplog):
     base = _read(os.path.join(c.workdir, "eval", f"baselines_{s}.json"))
     assert set(base) == {"weak_everywhere", "zero_shot"}
     weak_NxTxC = np.repeat(recs[s].weak[:, None, :], T, axis=1)
-    expect = stage2.gt_scores(weak_NxTxC, weak_NxTxC, recs[s])
+    expect = generator_lib.gt_scores(weak_NxTxC, weak_NxTxC, recs[s])
     for key in metrics_lib.AGGREGATE_KEYS:
       assert base["weak_everywhere"][key] == pytest.approx(expect[key])
       assert 0.0 <= base["zero_shot"][key] <= 100.0
@@ -193,10 +194,10 @@ def test_restore_run_best_and_latest(tmp_path):
   assert cfg.model.to_dict() == s1.model.to_dict()
   make_model = lambda: models_lib.get_model("generator", cfg.model,
                                             rngs=nnx.Rngs(0))
-  _, best, best_step, which = runs_lib.restore_run(s1.workdir, cfg,
-                                                   make_model, "auto")
+  _, best, best_step, which = runs_lib.restore_run(s1.workdir, make_model,
+                                                   "auto")
   assert which == "best"
-  _, last, last_step, _ = runs_lib.restore_run(s1.workdir, cfg, make_model,
+  _, last, last_step, _ = runs_lib.restore_run(s1.workdir, make_model,
                                                "latest")
   assert (best_step, last_step) == (5, 7)
   for b, l in zip(jax.tree.leaves(best["params"]),
@@ -204,12 +205,12 @@ def test_restore_run_best_and_latest(tmp_path):
     np.testing.assert_allclose(np.asarray(l) - np.asarray(b), 0.01,
                                atol=1e-6)
   with pytest.raises(ValueError, match="best"):
-    runs_lib.restore_run(s1.workdir, cfg, make_model, "newest")
+    runs_lib.restore_run(s1.workdir, make_model, "newest")
   shutil.rmtree(os.path.join(s1.workdir, "best"))  # deleted by hand
   with pytest.raises(ckpt_lib.CheckpointError, match="checkpoint=latest"):
-    runs_lib.restore_run(s1.workdir, cfg, make_model, "auto")
+    runs_lib.restore_run(s1.workdir, make_model, "auto")
   s1 = save_untrained_generator(tmp_path / "s1b", step=7, best_step=None)
   with pytest.raises(FileNotFoundError, match="checkpoint=auto"):
-    runs_lib.restore_run(s1.workdir, cfg, make_model, "best")
-  *_, step, which = runs_lib.restore_run(s1.workdir, cfg, make_model, "auto")
+    runs_lib.restore_run(s1.workdir, make_model, "best")
+  *_, step, which = runs_lib.restore_run(s1.workdir, make_model, "auto")
   assert (step, which) == (7, "latest")

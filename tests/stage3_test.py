@@ -91,7 +91,7 @@ def test_train_parser_end_to_end(tmp_path, llp, name, features, full_loss):
   assert len(evals) == c.total_epochs
   logged = set().union(*rows)
   assert {"train/loss", "train/grad_norm", "train/video"} <= logged
-  if full_loss:  # all five terms (spec STAGE3 §8 smoke test)
+  if full_loss:  # all five terms of Eq. (16)
     assert {"train/seg_a", "train/seg_v", "train/mix_a",
             "train/mix_v"} <= logged, sorted(logged)
   # The reported val numbers are those of the selected checkpoint.

@@ -1,6 +1,6 @@
 """LLP CSVs and the UnAV-100 JSON -> per-video label records (numpy only).
 
-Formats: STAGE1_2_GENERATOR.md §1.1-1.2, §1.7; STAGE3_PARSER_AND_EVAL.md §1.1
+Formats: docs/METHOD.md "Data and features", README "Data"
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ LLP_SPLIT_FILES = {
     "val": "AVVP_val_pd.csv",
     "test": "AVVP_test_pd.csv",
 }
+LLP_SPLITS = tuple(LLP_SPLIT_FILES)  # ("train", "val", "test")
 LLP_FULL_FILE = "AVVP_dataset_full.csv"
 LLP_EVAL_FILES = {"audio": "AVVP_eval_audio.csv",
                   "visual": "AVVP_eval_visual.csv"}
@@ -462,7 +463,7 @@ def read_unav_class_names(json_path) -> list[str]:
 def read_unav_split(
     json_path, split: str, max_segments: int | None = None
 ) -> UnAVSplit:
-  """Reads one UnAV-100 split as AV labels on 1-s segments (spec §1.2)."""
+  """Reads one UnAV-100 split as AV labels on 1-s segments (docs/METHOD.md)."""
   name = _UNAV_ALIASES.get(split, split)
   if name not in UNAV_SPLITS:
     raise ValueError(

@@ -1,6 +1,6 @@
 """Published feature-file layouts (the one place they are defined) and loading.
 
-Layouts: docs/ARCHITECTURE.md "Feature layouts"; STAGE1_2 §1.3, STAGE3 §1.4.
+Layouts: docs/ARCHITECTURE.md "Feature layouts", README "Data".
 """
 
 from __future__ import annotations
@@ -64,6 +64,18 @@ def _spec(name: str) -> FeatureSpec:
 def feature_path(root, name: str, vid: str) -> pathlib.Path:
   """`<root>/<subdir>/<vid>.npy` of feature set `name`."""
   return pathlib.Path(root) / _spec(name).subdir / f"{vid}.npy"
+
+
+def available_ids(root, names) -> list[str]:
+  """Sorted ids that have a file for every feature in `names` under root."""
+  found = None
+  for name in names:
+    directory = os.path.join(root, _spec(name).subdir)
+    ids = set()
+    if os.path.isdir(directory):
+      ids = {f[:-4] for f in os.listdir(directory) if f.endswith(".npy")}
+    found = ids if found is None else found & ids
+  return sorted(found or ())
 
 
 def save_npy_atomic(path, array) -> pathlib.Path:

@@ -31,6 +31,12 @@ def _parts(features: str, use_3d_with_clip: bool):
   return audio, [visual_2d] + ([visual_3d] if visual_3d else [])
 
 
+def feature_names(features: str, use_3d_with_clip: bool = False) -> list[str]:
+  """The segment features (data/features.py names) a feature set needs."""
+  audio, visual = _parts(features, use_3d_with_clip)
+  return [audio] + visual
+
+
 def parser_input_dims(features: str, use_3d_with_clip: bool = False
                       ) -> tuple[int, int]:
   """(in_dim_a, in_dim_v) of a feature set, without loading anything."""

@@ -1,4 +1,8 @@
-"""Model registry: generator (stage 1) and the parsers HAN and EAR (stage 3)."""
+"""Model registry: generator (stage 1) and the parsers HAN and EAR (stage 3).
+
+The one registry of models: a new parser is a model file plus one entry in
+PARSERS (config.model.name selects it).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,15 @@ from ear_jax.models import generator
 from ear_jax.models import han
 from ear_jax.models import parser
 
-MODELS = {
-    "generator": generator.Generator,
+# Stage-3 parsers: cls(cfg, *, in_dim_a, in_dim_v, num_classes, rngs).
+PARSERS = {
     "han": han.HAN,
     "ear": parser.EARParser,
+}
+# Every model, by name: cls(cfg, **dims, rngs).
+MODELS = {
+    "generator": generator.Generator,
+    **PARSERS,
 }
 
 

@@ -48,7 +48,8 @@ def text_logits(h_BxTxD, text_CxD, scale) -> jax.Array:
 
 
 class ModalityStack(nnx.Module):
-  """proj MLP -> post-LN encoder (no positional encoding) -> final_proj MLP."""
+  """proj MLP -> post-LN encoder (no positional encoding) -> final_proj MLP,
+  Eq. (3)."""
 
   def __init__(self, in_dim: int, cfg, *, rngs: nnx.Rngs):
     dtype = layers_lib.get_dtype(cfg.dtype)
@@ -79,22 +80,22 @@ class ModalityStack(nnx.Module):
 
 
 class Generator(nnx.Module):
-  """UWAV / EAR generator (spec STAGE1 §3).
+  """UWAV / EAR generator, Eq. (3)-(7) of docs/METHOD.md.
 
   One independent stack per modality (audio = CLAP 512-d, visual = CLIP
-  768-d). Dynamic logits z_m = s_m * h_m E_m^T (Eq. 4) with fixed, not
+  768-d). Dynamic logits z_m = s_m * h_m E_m^T (Eq. (4)) with fixed, not
   exponentiated scales. The encoder attention mask comes from batch["valid"]:
   valid queries see only valid keys; padded query rows attend uniformly.
 
-  Reconstructions (spec §8), each a config switch:
+  Reconstructions (docs/METHOD.md), each a config switch:
     R2 cfg.static_mode: "frozen_zeroshot" (default, z_sta = s * norm(F) E^T
-       under stop_gradient, Eq. 5) or "shared_mlp_no_temporal"
+       under stop_gradient, Eq. (5)) or "shared_mlp_no_temporal"
        (z_sta = s * final_proj(proj(F)) E^T, trainable, no encoder).
     R3 cfg.static_logit_scale_{a,v}: None = the dynamic scale s_m.
     R5 uni-modal loss terms act on the dynamic logits (losses.py).
     R7 p_av = (P_av1 + P_av2) / 2 is the asymmetric checkpoint criterion.
-  The product forms P_av1 = P_v^dyn P_a^sta (Eq. 6) and P_av2 = P_a^dyn
-  P_v^sta (Eq. 7) are themselves reconstructions of the stripped equations.
+  The product forms P_av1 = P_v^dyn P_a^sta (Eq. (6)) and P_av2 = P_a^dyn
+  P_v^sta (Eq. (7)) are themselves reconstructions of the lost equations.
   cfg.asymmetric=False gives UWAV: P_av = sigmoid(z_a) sigmoid(z_v).
   """
 

@@ -12,20 +12,77 @@ import jax.numpy as jnp
 from ear_jax.models import layers as layers_lib
 
 
-class Projections(nnx.Module):
-  """Static features S_a, S_v (spec STAGE3 §2 steps 1-2).
+AUDIO_PROJ = ("mlp", "linear")
+VISUAL_PROJ = ("linear", "mlp", "none", "split")
+HAN_NORM = ("post", "pre")
+HAN_UPDATE = ("sequential", "eccv20")
 
-  Audio: Linear(in_a -> audio_proj_hidden), ReLU, Linear(-> d).
-  Visual: one Linear(in_v -> d) on the concatenated 2D+3D features.
+
+def _opt(cfg, name: str, default):
+  """cfg.name, or `default` for configs written before the switch existed."""
+  return getattr(cfg, name, default)
+
+
+def _check_choice(name: str, value, choices):
+  if value not in choices:
+    raise ValueError(f"config.model.{name}={value!r}; expected one of"
+                     f" {choices}.")
+
+
+class Projections(nnx.Module):
+  """Static features S_a, S_v (docs/METHOD.md, "HAN").
+
+  cfg.audio_proj: "mlp" (default, UWAV fc_a): Linear(in_a ->
+  audio_proj_hidden), ReLU, Linear(-> d) | "linear" (HAN-ECCV20 / VALOR
+  fc_a): one Linear(in_a -> d).
+  cfg.visual_proj on the concatenated 2D+3D features:
+    "linear" (default, UWAV num_proj_layers=1): one Linear(in_v -> d);
+    "mlp" (UWAV num_proj_layers=2): Linear(in_v -> visual_proj_hidden),
+      ReLU, Linear(-> d);
+    "none" (UWAV on CLIP without 3D): the features as they are (in_v = d);
+    "split" (HAN-ECCV20 / VALOR): Linear(2D -> d) and Linear(3D -> d) on
+      the two parts (the last visual_3d_dim channels are 3D), concatenated,
+      then Linear(2d -> d).
   """
 
   def __init__(self, cfg, in_dim_a: int, in_dim_v: int, *, rngs: nnx.Rngs):
     dtype = layers_lib.get_dtype(cfg.dtype)
     d = cfg.hidden_dim
-    self.audio = layers_lib.MLP(
-        in_dim_a, cfg.audio_proj_hidden, d, dtype=dtype, rngs=rngs
-    )
-    self.visual = layers_lib.Dense(in_dim_v, d, dtype=dtype, rngs=rngs)
+    self.audio_mode = _opt(cfg, "audio_proj", "mlp")
+    self.visual_mode = _opt(cfg, "visual_proj", "linear")
+    _check_choice("audio_proj", self.audio_mode, AUDIO_PROJ)
+    _check_choice("visual_proj", self.visual_mode, VISUAL_PROJ)
+    if self.audio_mode == "mlp":
+      self.audio = layers_lib.MLP(
+          in_dim_a, cfg.audio_proj_hidden, d, dtype=dtype, rngs=rngs
+      )
+    else:
+      self.audio = layers_lib.Dense(in_dim_a, d, dtype=dtype, rngs=rngs)
+    if self.visual_mode == "linear":
+      self.visual = layers_lib.Dense(in_dim_v, d, dtype=dtype, rngs=rngs)
+    elif self.visual_mode == "mlp":
+      self.visual = layers_lib.MLP(
+          in_dim_v, cfg.visual_proj_hidden, d, dtype=dtype, rngs=rngs
+      )
+    elif self.visual_mode == "none":
+      if in_dim_v != d:
+        raise ValueError(
+            f"config.model.visual_proj='none' uses the visual features as"
+            f" they are, so their dim {in_dim_v} must equal hidden_dim={d}."
+        )
+    else:
+      self.dim_3d = int(cfg.visual_3d_dim)
+      if not 0 < self.dim_3d < in_dim_v:
+        raise ValueError(
+            f"config.model.visual_3d_dim={self.dim_3d} must be in (0,"
+            f" {in_dim_v}) for visual_proj='split' (the 3D channels are the"
+            " last ones of the visual input)."
+        )
+      self.visual_2d = layers_lib.Dense(
+          in_dim_v - self.dim_3d, d, dtype=dtype, rngs=rngs
+      )
+      self.visual_3d = layers_lib.Dense(self.dim_3d, d, dtype=dtype, rngs=rngs)
+      self.fusion = layers_lib.Dense(2 * d, d, dtype=dtype, rngs=rngs)
     self.in_dim_a, self.in_dim_v = in_dim_a, in_dim_v
 
   def __call__(self, batch) -> tuple[jax.Array, jax.Array]:
@@ -36,19 +93,33 @@ class Projections(nnx.Module):
           f" model was built for {self.in_dim_a}/{self.in_dim_v}. Check the"
           " feature set in the config."
       )
-    s_a = self.audio(audio.astype(jnp.float32))
-    s_v = self.visual(visual.astype(jnp.float32)).astype(jnp.float32)
-    return s_a, s_v
+    f32 = jnp.float32
+    s_a = self.audio(audio.astype(f32)).astype(f32)
+    visual = visual.astype(f32)
+    if self.visual_mode == "none":
+      return s_a, visual
+    if self.visual_mode == "split":
+      split = self.in_dim_v - self.dim_3d
+      s_2d = self.visual_2d(visual[..., :split]).astype(f32)
+      s_3d = self.visual_3d(visual[..., split:]).astype(f32)
+      s_v = self.fusion(jnp.concatenate([s_2d, s_3d], axis=-1))
+      return s_a, s_v.astype(f32)
+    return s_a, self.visual(visual).astype(f32)
 
 
 class HANLayer(nnx.Module):
-  """Post-norm hybrid attention layer (query x, other modality y).
+  """Hybrid attention layer (query x, other modality y).
 
-  x = LN1(x + Drop(MCA(x, y)) + Drop(MSA(x))); x = LN2(x + Drop(FFN(x))).
+  post-norm (default): x = LN1(x + Drop(MCA(x, y)) + Drop(MSA(x)));
+    x = LN2(x + Drop(FFN(x))).
+  pre-norm (UWAV/VALOR pre_norm): n = LN1(x);
+    x = x + Drop(MCA(n, y)) + Drop(MSA(n)); x = x + Drop(FFN(LN2(x))).
   """
 
-  def __init__(self, dim, num_heads, ffn_dim, *, dropout, dtype=None, rngs):
+  def __init__(self, dim, num_heads, ffn_dim, *, dropout, dtype=None,
+               pre_norm: bool = False, rngs):
     self.rate = dropout
+    self.pre_norm = pre_norm
     kw = dict(dropout=dropout, dtype=dtype, rngs=rngs)
     self.cross_attn = layers_lib.MultiHeadAttention(dim, num_heads, **kw)
     self.self_attn = layers_lib.MultiHeadAttention(dim, num_heads, **kw)
@@ -59,6 +130,12 @@ class HANLayer(nnx.Module):
 
   def __call__(self, x_BxTxD, y_BxTxD, *, deterministic, rngs=None):
     kw = dict(deterministic=deterministic, rngs=rngs)
+    if self.pre_norm:
+      n = self.norm1(x_BxTxD)
+      c = self.cross_attn(n, y_BxTxD, **kw)
+      s = self.self_attn(n, n, **kw)
+      x = x_BxTxD + self.dropout(c, **kw) + self.dropout(s, **kw)
+      return x + self.dropout(self.ffn(self.norm2(x), **kw), **kw)
     c = self.cross_attn(x_BxTxD, y_BxTxD, **kw)
     s = self.self_attn(x_BxTxD, x_BxTxD, **kw)
     x = self.norm1(x_BxTxD + self.dropout(c, **kw) + self.dropout(s, **kw))
@@ -68,13 +145,23 @@ class HANLayer(nnx.Module):
 class HANEncoder(nnx.Module):
   """Stack of HANLayers; layer i is shared by the audio and visual passes.
 
-  Sequential update inside each layer: a <- L_i(a, v), then
-  v <- L_i(v, a_new), so the visual pass sees the updated audio.
+  cfg.han_update "sequential" (default, UWAV/VALOR): inside each layer
+  a <- L_i(a, v), then v <- L_i(v, a_new), so the visual pass sees the
+  updated audio. "eccv20" (the original HAN code): every layer reads the
+  encoder inputs, a_out = L_i(a_0, v_0), v_out = L_i(v_0, a_0), and the last
+  layer's outputs are returned.
+  cfg.han_norm "post" (default) | "pre": pre-norm layers and a final
+  LayerNorm per modality (final_norm_a, final_norm_v).
   """
 
   def __init__(self, cfg, num_layers: int, *, rngs: nnx.Rngs):
     dtype = layers_lib.get_dtype(cfg.dtype)
     self.rate = cfg.dropout
+    self.update = _opt(cfg, "han_update", "sequential")
+    norm = _opt(cfg, "han_norm", "post")
+    _check_choice("han_update", self.update, HAN_UPDATE)
+    _check_choice("han_norm", norm, HAN_NORM)
+    self.pre_norm = norm == "pre"
     self.layers = layers_lib.stack_layers(
         lambda r: HANLayer(
             cfg.hidden_dim,
@@ -82,18 +169,30 @@ class HANEncoder(nnx.Module):
             cfg.ffn_dim,
             dropout=cfg.dropout,
             dtype=dtype,
+            pre_norm=self.pre_norm,
             rngs=r,
         ),
         num_layers,
         identical=getattr(cfg, "identical_layer_init", False),
         rngs=rngs,
     )
+    if self.pre_norm:
+      self.final_norm_a = layers_lib.layer_norm(cfg.hidden_dim, rngs=rngs)
+      self.final_norm_v = layers_lib.layer_norm(cfg.hidden_dim, rngs=rngs)
 
   def __call__(self, a_BxTxD, v_BxTxD, *, deterministic, rngs=None):
     layers_lib.check_rngs(deterministic, rngs, self.rate, "HANEncoder")
+    kw = dict(deterministic=deterministic, rngs=rngs)
+    a0, v0 = a_BxTxD, v_BxTxD
     for layer in self.layers:
-      a_BxTxD = layer(a_BxTxD, v_BxTxD, deterministic=deterministic, rngs=rngs)
-      v_BxTxD = layer(v_BxTxD, a_BxTxD, deterministic=deterministic, rngs=rngs)
+      if self.update == "eccv20":
+        a_BxTxD, v_BxTxD = layer(a0, v0, **kw), layer(v0, a0, **kw)
+      else:
+        a_BxTxD = layer(a_BxTxD, v_BxTxD, **kw)
+        v_BxTxD = layer(v_BxTxD, a_BxTxD, **kw)
+    if self.pre_norm:
+      a_BxTxD = self.final_norm_a(a_BxTxD)
+      v_BxTxD = self.final_norm_v(v_BxTxD)
     return a_BxTxD, v_BxTxD
 
 
@@ -103,13 +202,20 @@ class MMILHead(nnx.Module):
   X = stack(a, v) on axis 2 (index 0 = audio). Frame probabilities
   sigmoid(fc_prob(X)); time weights softmax over T of fc_frame_att(X);
   modality weights softmax over the size-2 axis of fc_av_att(X).
+  att_hidden > 0 makes fc_frame_att and fc_av_att MLPs (Linear(d ->
+  att_hidden), ReLU, Linear(-> C)), UWAV's num_MMIL_layers=2.
   """
 
-  def __init__(self, dim: int, num_classes: int, *, dtype=None, rngs):
+  def __init__(self, dim: int, num_classes: int, *, dtype=None,
+               att_hidden: int = 0, rngs):
     kw = dict(dtype=dtype, rngs=rngs)
     self.fc_prob = layers_lib.Dense(dim, num_classes, **kw)
-    self.fc_frame_att = layers_lib.Dense(dim, num_classes, **kw)
-    self.fc_av_att = layers_lib.Dense(dim, num_classes, **kw)
+    if att_hidden:
+      self.fc_frame_att = layers_lib.MLP(dim, att_hidden, num_classes, **kw)
+      self.fc_av_att = layers_lib.MLP(dim, att_hidden, num_classes, **kw)
+    else:
+      self.fc_frame_att = layers_lib.Dense(dim, num_classes, **kw)
+      self.fc_av_att = layers_lib.Dense(dim, num_classes, **kw)
 
   def classify(self, feat_xD: jax.Array) -> jax.Array:
     """Segment logits from features [..., d] (float32)."""
@@ -157,7 +263,12 @@ def head_outputs(head: MMILHead, a_feat, v_feat) -> dict[str, jax.Array]:
 
 
 class HAN(nnx.Module):
-  """HAN parser as UWAV's train_han.sh runs it (spec STAGE3 §2)."""
+  """HAN parser as UWAV's train_han.sh runs it (docs/METHOD.md, "HAN").
+
+  The audio_proj / visual_proj / han_norm / han_update / mmil_att_hidden
+  switches (defaults: UWAV) also give UWAV's other variants, the original
+  HAN (AVVP-ECCV20) and VALOR's HAN, so their checkpoints import exactly.
+  """
 
   def __init__(
       self, cfg, in_dim_a: int, in_dim_v: int, num_classes: int, *, rngs
@@ -165,7 +276,9 @@ class HAN(nnx.Module):
     dtype = layers_lib.get_dtype(cfg.dtype)
     self.proj = Projections(cfg, in_dim_a, in_dim_v, rngs=rngs)
     self.encoder = HANEncoder(cfg, cfg.han_layers, rngs=rngs)
-    self.head = MMILHead(cfg.hidden_dim, num_classes, dtype=dtype, rngs=rngs)
+    self.head = MMILHead(cfg.hidden_dim, num_classes, dtype=dtype,
+                         att_hidden=_opt(cfg, "mmil_att_hidden", 0),
+                         rngs=rngs)
 
   def classify(self, feat_xD: jax.Array) -> jax.Array:
     return self.head.classify(feat_xD)

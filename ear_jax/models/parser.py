@@ -1,6 +1,6 @@
 """EAR parser: uni-modal temporal encoders, asymmetric multi-modal dynamic
 fusion (AMDF), cross-modal aggregation, event-relation modelling (ERM) over
-class nodes, and HAN's MMIL head (spec STAGE3 §3)."""
+class nodes, and HAN's MMIL head (docs/METHOD.md, "EAR parser")."""
 
 # pylint: disable=invalid-name
 
@@ -169,16 +169,16 @@ class NodeAttention(nnx.Module):
 
 
 class EARParser(nnx.Module):
-  """The EAR AVVP model; steps 0-7 of spec STAGE3 §3.2.
+  """The EAR AVVP model, Eq. (10)-(15) of docs/METHOD.md.
 
   Almost everything past the projections is a reconstruction [R] of stripped
-  equations; each choice is a cfg switch (§3.3):
-    cfg.amdf: "asymmetric" (Eqs. 10-12: D_m = Enc_m(S_m); F_{a<-v} =
+  equations (R11); each choice is a cfg switch:
+    cfg.amdf: "asymmetric" (Eq. (10)-(12): D_m = Enc_m(S_m); F_{a<-v} =
       Unit_a(q=D_a, kv=S_v), F_{v<-a} = Unit_v(q=D_v, kv=S_a)), "none"
       (F_m = S_m), "msa_mca" (Unit(q=D_a, kv=D_v) and reverse), "han" (HAN
       encoder with cfg.han_layers). N_u = cfg.temporal_layers, N_f =
       cfg.fusion_layers (units stacked with kv fixed).
-    cfg.aggregation: "decoder" (Eqs. 13-14: E_a = Dec_a(F_a, F_v), E_v =
+    cfg.aggregation: "decoder" (Eq. (13)-(14): E_a = Dec_a(F_a, F_v), E_v =
       Dec_v(F_v, F_a)) or "sum" (E_m = LN_m(F_m + F_other)).
     cfg.erm: graph modes (see ERM), "attention" (NodeAttention),
       "attention_direct" (L encoder layers over the 2T tokens [E_a; E_v]),
@@ -292,7 +292,7 @@ class EARParser(nnx.Module):
   def _aggregate(self, f_a, f_v, kw):
     if not self.use_aggregation:
       return f_a, f_v
-    if self.aggregation == "decoder":  # Eqs. (13)-(14)
+    if self.aggregation == "decoder":  # Eq. (13)-(14)
       return self.dec_a(f_a, f_v, **kw), self.dec_v(f_v, f_a, **kw)
     return self.agg_norm_a(f_a + f_v), self.agg_norm_v(f_v + f_a)
 

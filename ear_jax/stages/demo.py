@@ -14,17 +14,15 @@ import jax
 import numpy as np
 
 from ear_jax import metrics as metrics_lib
+from ear_jax import parser_lib
 from ear_jax import plots as plots_lib
 from ear_jax import report as report_lib
+from ear_jax import stages as stages_lib
 from ear_jax import trainer as trainer_lib
 from ear_jax import writer as writer_lib
 from ear_jax.data import avvp
 from ear_jax.data import llp_features
 from ear_jax.data import synthetic
-from ear_jax.stages import generate_pseudo_labels as s2_lib
-from ear_jax.stages import parse as parse_lib
-from ear_jax.stages import pretrain_generator as s1_lib
-from ear_jax.stages import train_parser as s3_lib
 
 # Table rows: name -> (eval JSON under the workdir, key in it).
 ROWS = {
@@ -36,7 +34,10 @@ ROWS = {
     "EAR": ("stage3/eval/{split}.json", None),
 }
 _DONE = ".complete.json"
-_COSMETIC = ("progress", "log_every_steps")
+# Fields that change no result (progress bars, logging, where compiled
+# programs are cached).
+_COSMETIC = ("progress", "log_every_steps", "tensorboard",
+             "compilation_cache_dir", "compilation_cache_min_compile_secs")
 # A stage restarts from scratch when a stage it reads ran in this call.
 DEPENDS_ON = {"stage2": ("stage1",), "stage3": ("stage2",),
               "stage3_han": ("stage2",)}
@@ -87,13 +88,15 @@ def prepare_data(config) -> tuple[str, str]:
 
 
 def stage_configs(config, llp_root: str, unav_root: str) -> list:
-  """[(key, title, run fn, sub-config, file written when done)]."""
+  """[(key, title, sub-config, file written when done)]; each sub-config's
+  `stage` names its runner (ear_jax.stages.RUNNERS)."""
   w = config.workdir
 
   def sub(name, **fields):
     c = copy.deepcopy(config[name])
     c.workdir = os.path.join(w, name)
     c.progress = config.progress
+    c.tensorboard = config.tensorboard
     for k, v in fields.items():
       node = c
       *parents, leaf = k.split(".")
@@ -107,19 +110,19 @@ def stage_configs(config, llp_root: str, unav_root: str) -> list:
   s3 = dict(pseudo_labels_dir=os.path.join(w, "stage2"), **llp)
   stages = [
       ("stage1", "Stage 1: pre-train the pseudo-label generator on UnAV-100",
-       s1_lib.run, sub("stage1", **{
+       sub("stage1", **{
            "data.unav_root": unav_root,
            "data.unav_annotations": config.data.unav_annotations}),
        "eval/unav_validation.json"),
-      ("stage2", "Stage 2: pseudo-labels for LLP (+ baselines)", s2_lib.run,
+      ("stage2", "Stage 2: pseudo-labels for LLP (+ baselines)",
        sub("stage2", generator_workdir=os.path.join(w, "stage1"), **llp),
        "eval/baselines_test.json"),
-      ("stage3", "Stage 3: train the EAR parser", s3_lib.run,
-       sub("stage3", **s3), "eval/test.json"),
+      ("stage3", "Stage 3: train the EAR parser", sub("stage3", **s3),
+       "eval/test.json"),
   ]
   if config.run_han:
     stages.append(("stage3_han", "Stage 3: train the HAN baseline",
-                   s3_lib.run, sub("stage3_han", **s3), "eval/test.json"))
+                   sub("stage3_han", **s3), "eval/test.json"))
   return stages
 
 
@@ -131,7 +134,7 @@ def _finished(cfg, done_file: str) -> bool:
   with open(path) as f:
     saved = json.load(f)
   current = json.loads(cfg.to_json_best_effort())
-  for k in _COSMETIC:  # progress bars and log cadence change no result
+  for k in _COSMETIC:
     saved.pop(k, None)
     current.pop(k, None)
   return saved == current
@@ -145,10 +148,10 @@ def _timelines(config, parsers: dict, fig_dir: str) -> dict:
   n_gt = rec.gt_a.sum((1, 2)) + rec.gt_v.sum((1, 2))
   pick = sorted(np.argsort(-n_gt, kind="stable")[:config.num_timelines])
   ids = [rec.ids[i] for i in pick]
-  inputs = s3_lib.load_inputs(cfg, ids)
+  inputs = parser_lib.load_inputs(cfg, ids)
   preds = {}
   for c, graphdef, weights, *_ in parsers.values():
-    out = parse_lib.predict(graphdef, weights, inputs, c.eval_batch_size)
+    out = parser_lib.predict(graphdef, weights, inputs, c.eval_batch_size)
     preds[c.model.name.upper()] = metrics_lib.binarize_parser_outputs(
         out["global_prob"], out["a_logits"], out["v_logits"], c.eval.strict)
   return {
@@ -172,7 +175,7 @@ def figures(config) -> dict:
         title=f"{name} ({config[name].stage})")
     if png:
       curves[name] = png
-  parsers = {name: parse_lib.load_parser(os.path.join(w, name))
+  parsers = {name: parser_lib.load_parser(os.path.join(w, name))
              for name in ("stage3_han", "stage3")
              if os.path.exists(os.path.join(w, name, "eval", "test.json"))}
   heatmaps, timelines = {}, {}
@@ -193,10 +196,10 @@ def write_outputs(config, stages, tables, seconds) -> str:
   w = config.workdir
   figs = figures(config)
   configs = {key: report_lib.flat_config(cfg, KEY_FIELDS)
-             for key, _, _, cfg, _ in stages}
+             for key, _, cfg, _ in stages}
   configs["data"] = dict(
-      llp_root=stages[-1][3].data.llp_root,
-      unav_root=stages[0][3].data.unav_root,
+      llp_root=stages[-1][2].data.llp_root,
+      unav_root=stages[0][2].data.unav_root,
       **{f"synthetic.{k}": v
          for k, v in report_lib.flat_config(config.synthetic).items()})
   path = report_lib.write_report(
@@ -235,7 +238,7 @@ def run(config):
   llp_root, unav_root = prepare_data(config)
   stages = stage_configs(config, llp_root, unav_root)
   timings = {}
-  for i, (key, title, fn, cfg, done) in enumerate(stages, 1):
+  for i, (key, title, cfg, done) in enumerate(stages, 1):
     say(f"\n== [{i}/{len(stages)}] {title} -> {cfg.workdir} ==")
     if any(d in timings for d in DEPENDS_ON.get(key, ())):
       if os.path.exists(cfg.workdir):  # its inputs changed: start over
@@ -247,7 +250,7 @@ def run(config):
     elif os.path.exists(os.path.join(cfg.workdir, "config.json")):
       say(f"resuming (delete {cfg.workdir} to start this stage over)")
     t0 = time.perf_counter()
-    fn(cfg)
+    stages_lib.get_runner(cfg.stage)(cfg)
     timings[key] = round(time.perf_counter() - t0, 1)
     say(f"{key} done in {timings[key]:.1f} s")
 

@@ -7,36 +7,28 @@ import os
 
 from absl import logging
 
+from ear_jax import generator_lib
 from ear_jax import metrics as metrics_lib
-from ear_jax import pseudo_labels as pl_lib
+from ear_jax import parser_lib
 from ear_jax import runs as runs_lib
 from ear_jax import trainer as trainer_lib
 from ear_jax.data import avvp
 from ear_jax.data import llp_features
-from ear_jax.stages import generate_pseudo_labels as stage2
-from ear_jax.stages import train_parser as stage3
 
 _GT_SPLITS = ("val", "test")
 
 
 def _score_parser(config, run_config, rec) -> tuple[dict, dict]:
-  make_model = stage3.model_factory(run_config)
   graphdef, weights, step, which = runs_lib.restore_run(
-      config.run_workdir, run_config, make_model, config.checkpoint)
+      config.run_workdir, parser_lib.model_factory(run_config),
+      config.checkpoint)
   strict = (run_config.eval.strict if config.strict is None
             else config.strict)
   batch_size = config.eval_batch_size or run_config.eval_batch_size
-  predictor = stage3.make_predictor(
-      graphdef, stage3.load_inputs(run_config, rec.ids), batch_size)
-  scores = stage3.score(predictor, weights, rec, strict)
+  predictor = parser_lib.make_predictor(
+      graphdef, parser_lib.load_inputs(run_config, rec.ids), batch_size)
+  scores = parser_lib.score(predictor, weights, rec, strict)
   return scores, dict(checkpoint=which, step=step, strict=strict)
-
-
-def _score_pseudo_labels(config, rec) -> tuple[dict, dict]:
-  pl = pl_lib.read_stage2(
-      config.run_workdir, list(rec.ids), expect_classes=list(avvp.LLP_CLASSES),
-      expect_num_segments=stage3.NUM_SEGMENTS)
-  return stage2.gt_scores(pl["a_label"], pl["v_label"], rec), {}
 
 
 def run(config):
@@ -61,7 +53,8 @@ def run(config):
   if run_config.stage == "train_parser":
     scores, extra = _score_parser(config, run_config, rec)
   else:
-    scores, extra = _score_pseudo_labels(config, rec)
+    scores = generator_lib.score_pseudo_labels(config.run_workdir, rec)
+    extra = {}
   row = metrics_lib.write_eval_json(
       os.path.join(config.workdir, "eval", f"{config.split}.json"), scores,
       extra=dict(split=config.split, n_videos=len(rec.ids),

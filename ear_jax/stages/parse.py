@@ -12,6 +12,7 @@ import tqdm
 from ear_jax import parsing
 from ear_jax import plots as plots_lib
 from ear_jax.data import avvp
+from ear_jax.data import features as features_lib
 from ear_jax.data import llp_features
 
 
@@ -61,7 +62,7 @@ def _sources(config, parser):
     names = {vid: os.path.splitext(os.path.basename(p))[0]
              for vid, p in exported["videos"]}
     return root, ids, names, exported["records"], exported["failures"]
-  ids = parsing.available_ids(config.features_root, parser.features)
+  ids = features_lib.available_ids(config.features_root, parser.features)
   if not ids and not config.ids:
     raise FileNotFoundError(
         f"{config.features_root} holds no video with all of the"

@@ -1,0 +1,151 @@
+r"""The `ear-jax` command (`python launch.py` is the same): runs one stage.
+
+  ear-jax --config=configs/stage1.py --config.workdir=/runs/s1 \
+      --config.data.unav_root=/data/UnAV
+  ear-jax --config=configs/demo.py --config.workdir=/tmp/demo
+
+Re-running the same command resumes the run in its workdir. Before the stage
+runs, `setup_runtime` applies the process-wide JAX settings of the config
+(matmul precision, persistent compilation cache), so every stage honours them
+and the stage runners need not.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+from absl import app
+from absl import logging
+import jax
+from jax.experimental.compilation_cache import compilation_cache
+from ml_collections import config_flags
+
+from ear_jax import config_lib
+from ear_jax import stages as stages_lib
+from ear_jax import validate as validate_lib
+from ear_jax import workdir as workdir_lib
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Stage config file, e.g. configs/stage1.py:tiny.",
+    lock_config=True,
+)
+
+# config.stage -> "module:function", imported only when chosen (so torch is
+# only imported by the feature exporters).
+STAGES = {
+    **{k: f"{v}:run" for k, v in stages_lib.RUNNERS.items()},
+    "import_torch": "ear_jax.torch_import:run",
+    "export_features": "feature_export.driver:run",
+}
+
+# config.matmul_precision -> jax_default_matmul_precision. On CPU all are
+# float32. On GPU, "default" lets float32 matmuls use TF32 tensor cores (like
+# PyTorch with TF32 on); "high" and "highest" are full float32. On TPU,
+# "default" is one bfloat16 pass, "high" three (about float32 accuracy),
+# "highest" six (float32). The others name the algorithm directly.
+MATMUL_PRECISIONS = validate_lib.MATMUL_PRECISIONS
+
+
+def default_cache_dir() -> str:
+  """$XDG_CACHE_HOME/ear_jax/xla, or ~/.cache/ear_jax/xla."""
+  root = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+      os.path.expanduser("~"), ".cache")
+  return os.path.join(root, "ear_jax", "xla")
+
+
+def resolve_cache_dir(value: str | None) -> str | None:
+  """config.compilation_cache_dir -> a folder, or None (cache off).
+
+  "auto": JAX_COMPILATION_CACHE_DIR if set, else default_cache_dir().
+  "none" (or empty): no persistent cache. Anything else is a path (~ ok).
+  """
+  if value is None or str(value).strip().lower() in ("", "none"):
+    return None
+  if value == "auto":
+    return os.environ.get("JAX_COMPILATION_CACHE_DIR") or default_cache_dir()
+  return os.path.expanduser(str(value))
+
+
+def setup_runtime(config) -> dict:
+  """Applies config.matmul_precision and config.compilation_cache_dir.
+
+  Process-wide JAX settings, set once before the stage runs. Returns what
+  was set, for the log.
+  """
+  precision = config.get("matmul_precision", "default")
+  if precision not in MATMUL_PRECISIONS:
+    raise ValueError(
+        f"config.matmul_precision={precision!r}; expected one of"
+        f" {MATMUL_PRECISIONS} (see README, 'Matmul precision')."
+    )
+  jax.config.update("jax_default_matmul_precision", precision)
+  cache = resolve_cache_dir(config.get("compilation_cache_dir", "auto"))
+  if cache is not None:
+    try:
+      os.makedirs(cache, exist_ok=True)
+    except OSError as e:
+      raise ValueError(
+          f"config.compilation_cache_dir: cannot create {cache!r} ({e}); set"
+          " --config.compilation_cache_dir=PATH to a writable folder, or"
+          " =none to turn the persistent compilation cache off."
+      ) from e
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update(
+        "jax_persistent_cache_min_compile_time_secs",
+        float(config.get("compilation_cache_min_compile_secs", 1.0)),
+    )
+    # Takes effect even if this process compiled something already.
+    compilation_cache.reset_cache()
+  return dict(matmul_precision=precision, compilation_cache_dir=cache)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  if config is None:
+    raise app.UsageError("--config=configs/<stage>.py is required.")
+  if config.stage not in STAGES:
+    raise app.UsageError(
+        f"config.stage={config.stage!r}; expected one of {sorted(STAGES)}"
+    )
+  try:
+    config_lib.check_required(config)
+    validate_lib.check(config)  # before any data is loaded
+    runtime = setup_runtime(config)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  if config.get("distributed", False):
+    try:
+      jax.distributed.initialize()
+    except (ValueError, RuntimeError) as e:
+      raise app.UsageError(
+          f"--config.distributed=True: jax.distributed.initialize() failed"
+          f" ({e}). Launch every process under a job manager (SLURM, Open"
+          " MPI, Kubernetes, Cloud TPU), or use --config.distributed=False."
+      ) from e
+  try:
+    validate_lib.check_devices(config, jax.device_count())
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  logging.info("stage %s, workdir %s, %s", config.stage, config.workdir,
+               runtime)
+  module, fn = STAGES[config.stage].split(":")
+  run_stage = getattr(importlib.import_module(module), fn)
+  # Refuses a busy workdir or one of an incompatible run before writing.
+  try:
+    with workdir_lib.claim(config, primary=jax.process_index() == 0):
+      run_stage(config)
+  except workdir_lib.WorkdirError as e:
+    raise SystemExit(f"error: {e}") from e
+
+
+def run():
+  """Console-script entry point (`ear-jax`)."""
+  jax.config.parse_flags_with_absl()  # --jax_platforms, --jax_debug_nans, ...
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

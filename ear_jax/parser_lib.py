@@ -1,0 +1,125 @@
+"""The parser's recipes (stage 3, spec STAGE3): model factory, LLP inputs,
+stage-2 pseudo-labels, loss closure, predictor and the official scores.
+
+`train_parser`, `evaluate`, `parse`, the demo and the benchmarks build every
+parser through these, so a checkpoint restores exactly as it was trained.
+"""
+# pylint: disable=invalid-name
+
+from __future__ import annotations
+
+from flax import nnx
+import jax
+import numpy as np
+
+from ear_jax import evaluator as evaluator_lib
+from ear_jax import losses as losses_lib
+from ear_jax import metrics as metrics_lib
+from ear_jax import models as models_lib
+from ear_jax import pseudo_labels as pl_lib
+from ear_jax import runs as runs_lib
+from ear_jax.data import avvp
+from ear_jax.data import llp_features
+
+
+def model_factory(config):
+  """make_model() of the parser described by config.model / data.features."""
+  name = config.model.name
+  if name not in models_lib.PARSERS:
+    raise ValueError(f"config.model.name={name!r}; expected one of"
+                     f" {tuple(models_lib.PARSERS)}.")
+  in_dim_a, in_dim_v = llp_features.parser_input_dims(
+      config.data.features, config.model.use_3d_with_clip)
+
+  def make_model():
+    return models_lib.get_model(
+        name, config.model, rngs=nnx.Rngs(config.seed), in_dim_a=in_dim_a,
+        in_dim_v=in_dim_v, num_classes=len(avvp.LLP_CLASSES))
+
+  return make_model
+
+
+def make_loss_fn(config, thresholds_a, thresholds_v, class_freq_a,
+                 class_freq_v):
+  """loss_fn(model, batch, key) for trainer.fit; the label statistics are
+  constants closed over (spec STAGE3 §4.2-4.3)."""
+  consts = [np.asarray(x, np.float32) for x in
+            (thresholds_a, thresholds_v, class_freq_a, class_freq_v)]
+
+  def loss_fn(model, batch, key):
+    k_drop, k_loss = jax.random.split(key)
+    out = model(batch, deterministic=False, rngs=nnx.Rngs(dropout=k_drop))
+    return losses_lib.parser_loss(
+        out, batch, classify=model.classify, key=k_loss,
+        thresholds_a=consts[0], thresholds_v=consts[1],
+        class_freq_a=consts[2], class_freq_v=consts[3], cfg=config.loss)
+
+  return loss_fn
+
+
+def load_inputs(config, ids) -> dict[str, np.ndarray]:
+  """{"audio", "visual"} of LLP videos `ids` for config.data.features."""
+  return llp_features.load_parser_inputs(
+      config.data.llp_root, ids, config.data.features,
+      config.model.use_3d_with_clip, config.data.num_load_workers)
+
+
+def load_pseudo_labels(pseudo_labels_dir: str, ids) -> dict:
+  """Stage-2 artifacts of `ids`, checked against LLP's classes and T."""
+  try:
+    return pl_lib.read_stage2(
+        pseudo_labels_dir, list(ids), expect_classes=list(avvp.LLP_CLASSES),
+        expect_num_segments=avvp.LLP_NUM_SEGMENTS)
+  except (ValueError, FileNotFoundError, KeyError) as e:
+    raise type(e)(
+        f"pseudo_labels_dir={pseudo_labels_dir!r} does not fit the LLP train"
+        f" split: {e}") from e
+
+
+def train_data(config, rec: avvp.LLPSplit, pl: dict) -> dict:
+  """The device-resident training set: inputs, weak labels, stage-2 logits."""
+  return dict(load_inputs(config, rec.ids),
+              weak=rec.weak.astype(np.float32),
+              a_logit=np.asarray(pl["a_logit"], np.float32),
+              v_logit=np.asarray(pl["v_logit"], np.float32))
+
+
+def loss_fn_from_pseudo_labels(config, pl: dict):
+  """make_loss_fn with the thresholds and class frequencies of `pl`."""
+  return make_loss_fn(config, pl["thresholds_a"], pl["thresholds_v"],
+                      pl_lib.class_frequencies(pl["a_label"]),
+                      pl_lib.class_frequencies(pl["v_label"]))
+
+
+def predict_fn(model, batch):
+  out = model(batch, deterministic=True)
+  return {k: out[k] for k in ("global_prob", "a_logits", "v_logits")}
+
+
+def make_predictor(graphdef, inputs, batch_size) -> evaluator_lib.Predictor:
+  return evaluator_lib.Predictor(graphdef, predict_fn, inputs, batch_size)
+
+
+def score(predictor, weights, rec: avvp.LLPSplit, strict: bool) -> dict:
+  """The ten LLP numbers of the parser on split `rec` (spec STAGE3 §5)."""
+  out = predictor(weights)
+  pred_a, pred_v = metrics_lib.binarize_parser_outputs(
+      out["global_prob"], out["a_logits"], out["v_logits"], strict=strict)
+  return metrics_lib.avvp_scores(pred_a, pred_v, rec.gt_a, rec.gt_v)
+
+
+def load_parser(parser_workdir: str, which: str = "auto"):
+  """(config, graphdef, weights, step, checkpoint) of a finished stage-3
+  run, rebuilt from its config.json exactly as train_parser built it;
+  `checkpoint` is the one "auto" resolved to."""
+  cfg = runs_lib.read_run_config(parser_workdir, "train_parser")
+  graphdef, weights, step, which = runs_lib.restore_run(
+      parser_workdir, model_factory(cfg), which)
+  return cfg, graphdef, weights, step, which
+
+
+def predict(graphdef, weights, inputs: dict, batch_size: int) -> dict:
+  """global_prob [N,C], a_logits/v_logits [N,T,C], a_prob/v_prob [N,C,T]."""
+  out = make_predictor(graphdef, inputs, batch_size)(weights)
+  sig = lambda x: np.moveaxis(1 / (1 + np.exp(-x.astype(np.float64))), 1, 2)
+  return dict(out, a_prob=sig(out["a_logits"]), v_prob=sig(out["v_logits"]))

@@ -11,8 +11,8 @@ call). End to end: a generated `--video_seconds` s MP4 (320x240, 25 fps,
 AAC) through Parser.parse_video_full with the full-size HAN-set exporter
 (VGGish, ResNet-152, R(2+1)D-18 of configs/export_han.py, JAX, random
 weights), decoding and preprocessing included; a parser on the HAN feature
-set. (CLIP/CLAP model speeds: benchmarks/export_bench.py --hf.) The same script runs unchanged on a GPU.
-Prints one JSON line.
+set. (CLIP/CLAP model speeds: benchmarks/export_bench.py --hf.) The same
+script runs unchanged on a GPU. Prints one JSON line.
 """
 # pylint: disable=invalid-name
 

@@ -35,13 +35,17 @@ import json
 import os
 from typing import Any, Mapping, Sequence
 
+from flax import nnx
+import jax
 import numpy as np
 
+from ear_jax import evaluator as evaluator_lib
 from ear_jax import jsonio
 from ear_jax import metrics as metrics_lib
+from ear_jax import parser_lib
 from ear_jax import report as report_lib
+from ear_jax import sharding as sharding_lib
 from ear_jax.data import avvp
-from ear_jax.data import features as features_lib
 from ear_jax.data import llp_features
 
 WINDOW = avvp.LLP_NUM_SEGMENTS  # the parsers are trained on 10-s LLP clips
@@ -183,13 +187,6 @@ class Parser:
                stride: int | None = None, batch_size: int = 64,
                strict: bool | None = None, min_confidence: float = 0.0,
                info: Mapping[str, Any] | None = None):
-    # pylint: disable=g-import-not-at-top
-    from flax import nnx
-    import jax
-    from ear_jax import evaluator as evaluator_lib
-    from ear_jax import parser_lib
-    from ear_jax import sharding as sharding_lib
-
     self.config = run_config
     self.window = int(window)
     self.stride = int(stride) if stride else max(1, self.window // 2)
@@ -223,7 +220,6 @@ class Parser:
       return jax.lax.scan(body, None, (idx_1xB, mask_1xB))[1]
 
     self._step = jax.jit(step)  # one trace per (batch, window, dims) shape
-    self._device_get = jax.device_get
     self._idx = np.arange(batch_size, dtype=np.int32)[None]
     self._put = lambda data: sharding_lib.put_replicated(data, mesh)
 
@@ -235,8 +231,6 @@ class Parser:
     kwargs: window, stride (default half a window), batch_size, strict
     (default: the run's eval.strict), min_confidence.
     """
-    # pylint: disable=g-import-not-at-top
-    from ear_jax import parser_lib
     cfg, graphdef, weights, step, which = parser_lib.load_parser(
         parser_workdir, checkpoint)
     info = dict(parser_workdir=os.path.abspath(parser_workdir),
@@ -258,7 +252,7 @@ class Parser:
                   visual=_pad_rows(visual_KxWxDv[lo:lo + n], B))
       mask = (np.arange(B) < n).astype(np.float32)[None]
       data = self._put(data)
-      out = self._device_get(self._step(self.weights, data, self._idx, mask))
+      out = jax.device_get(self._step(self.weights, data, self._idx, mask))
       outs.append({k: np.asarray(v)[0, :n] for k, v in out.items()})
     keys = ("global_prob", "a_logits", "v_logits")
     if not outs:
@@ -320,9 +314,9 @@ class Parser:
 
   def parse_video_full(self, path: str, exporters: Sequence[Any],
                        chunk_segments: int = 60) -> Parsed:
-    # pylint: disable=g-import-not-at-top
-    import pathlib
-    try:
+    """parse_video, returning the Parsed record (merged prediction too)."""
+    try:  # the optional `export` extra (PyAV, exporters)
+      # pylint: disable-next=g-import-not-at-top
       from feature_export import driver as export_driver
     except ImportError as e:
       raise ImportError("parse_video needs the feature exporters: pip install"
@@ -340,7 +334,7 @@ class Parser:
       raise ValueError(
           f"the {self.feature_set!r} parser needs features {self.features};"
           f" the exporters given make {sorted(arrays)} (missing {missing}).")
-    vid = pathlib.Path(path).stem
+    vid = os.path.splitext(os.path.basename(path))[0]
     audio, visual = llp_features.inputs_from_arrays(
         arrays, self.feature_set, self.use_3d, name=path)
     return self.parse_many([(vid, audio, visual)])[0]

@@ -39,8 +39,10 @@ seconds, only the classes present; ground truth beside the prediction when
 `annotations_dir` has dense labels). With `videos`, features are exported to
 <workdir>/features first (feature_export; a broken video is a failed row,
 the batch goes on). Re-running skips videos already parsed.
-Expected: features -> events ~100 videos/s on 2 CPU cores
-(benchmarks/parse_bench.py); raw video export dominates end to end.
+Expected (benchmarks/parse_bench.py, 2 busy CPU cores, full-size EAR):
+features -> events 25-50 ten-second videos/s (~50 windows/s); raw video
+end to end is dominated by the exporters (HAN set, full-size nets on CPU:
+~0.03 minutes of video per minute), so use a GPU for many videos.
 """
 
 from configs import common

@@ -48,9 +48,6 @@ def llp_filenames(annotations_dir: str | None) -> dict[str, str]:
 
 def _sources(config, parser):
   """(root, ids, filenames, records, failures) from features or videos."""
-  if bool(config.features_root) == bool(config.videos):
-    raise ValueError("set exactly one of --config.features_root (features on"
-                     " disk) and --config.videos (a folder of raw videos).")
   if config.videos:
     from feature_export import driver  # pylint: disable=g-import-not-at-top
     root = os.path.join(config.workdir, "features")
@@ -73,6 +70,9 @@ def _sources(config, parser):
 
 def run(config) -> dict:
   """Parses the videos; returns {"ids", "parsed": {id: Parsed}, "rows"}."""
+  if bool(config.features_root) == bool(config.videos):
+    raise ValueError("set exactly one of --config.features_root (features on"
+                     " disk) and --config.videos (a folder of raw videos).")
   parser = parsing.Parser.from_workdir(
       config.parser_workdir, config.checkpoint, window=config.window,
       stride=config.stride or None, batch_size=config.batch_size,
@@ -93,16 +93,18 @@ def run(config) -> dict:
       rows[vid] = dict(video_id=vid, status="failed", reason=failures[vid])
     elif vid not in rows:
       todo.append(vid)
-  logging.info("parsing %d videos (%d done before) with %s", len(todo),
-               len(ids) - len(todo), parser.info)
+  logging.info("parsing %d videos (%d done before, %d failed to export)"
+               " with %s", len(todo), sum(v in rows for v in ids) - len(
+                   failures), len(failures), parser.info)
   bar = tqdm.tqdm(total=len(todo), desc="parse", disable=not config.progress
                   or jax.process_index() != 0)
   for lo in range(0, len(todo), config.videos_per_step):
     items = []
     for vid in todo[lo:lo + config.videos_per_step]:
       try:
-        items.append((vid, *parser.check_inputs(*llp_features.load_video_inputs(
-            root, vid, parser.feature_set, parser.use_3d), name=vid)))
+        inputs = llp_features.load_video_inputs(
+            root, vid, parser.feature_set, parser.use_3d)
+        items.append((vid, *parser.check_inputs(*inputs, name=vid)))
       except (ValueError, FileNotFoundError) as e:
         rows[vid] = dict(video_id=vid, status="failed", reason=str(e))
     for p in parser.parse_many(items):

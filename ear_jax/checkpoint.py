@@ -226,6 +226,7 @@ def restore_from_workdir(
     raise FileNotFoundError(f"{directory} holds no checkpoint.")
   target = dict(params=abstract_weights["params"],
                 model_state=abstract_weights["model_state"])
+  _quiet_failed_reads()
   try:
     out = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeRestore(

@@ -1,4 +1,4 @@
-"""The pseudo-label generator's recipes (stages 1 and 2, spec §1-5).
+"""The pseudo-label generator's recipes (stages 1 and 2, docs/METHOD.md).
 
 UnAV inputs, class text embeddings, model factory, loss closure, the
 on-device Seg-AV used for model selection, and the frozen generator on LLP:
@@ -73,7 +73,7 @@ def model_factory(config):
 
 
 def migrated_targets(batch, mig) -> dict:
-  """Soft uni-modal targets by similarity-based label migration (Eqs. 1-2)."""
+  """Soft uni-modal targets by similarity-based label migration, Eq. (1)-(2)."""
   targets = {"y_av": batch["y_av"]}
   if mig.enabled:
     targets["y_a_mig"] = pl_lib.migrate_batch(
@@ -93,7 +93,7 @@ def generator_loss_config(config) -> ml_collections.ConfigDict:
 
 
 def make_loss_fn(config, text_a_CxDa, text_v_CxDv):
-  """loss_fn(model, batch, key) for trainer.fit (spec STAGE1 §4)."""
+  """loss_fn(model, batch, key) for trainer.fit, Eq. (8)."""
   loss_cfg = generator_loss_config(config)
 
   def loss_fn(model, batch, key):
@@ -106,7 +106,7 @@ def make_loss_fn(config, text_a_CxDa, text_v_CxDv):
 
 
 def segment_f1(pred_BxTxC: jax.Array, gt_BxTxC: jax.Array) -> jax.Array:
-  """Per-video segment-level F of the official protocol (spec §5.6), [B].
+  """Per-video segment-level F of the official protocol, Eq. (M3), [B].
 
   Mean F1 over the classes present in the prediction or the GT; 1.0 if none.
   """
@@ -122,7 +122,7 @@ def segment_f1(pred_BxTxC: jax.Array, gt_BxTxC: jax.Array) -> jax.Array:
 
 
 def av_probability(out) -> jax.Array:
-  """The AV probability used for model selection (spec §4.4, R7)."""
+  """The AV probability used for model selection (R7 in docs/METHOD.md)."""
   return out["p_av"]
 
 
@@ -201,7 +201,8 @@ def gt_scores(pred_a_NxTxC, pred_v_NxTxC, rec: avvp.LLPSplit) -> dict:
 def label_and_score(za: dict, zv: dict, splits: dict,
                     f_dtype: str = "float64",
                     score_splits: Sequence[str] = ("val", "test")):
-  """Val-tuned thresholds; val/test scores of the binary labels (§5.3).
+  """Val-tuned thresholds, Eq. (P1); val/test scores of the binary labels
+  (P2).
 
   f_dtype: precision of the F-scores of the threshold search."""
   val = splits["val"]

@@ -1,4 +1,7 @@
-"""Stage 2: frozen generator on LLP -> thresholds, pseudo-labels (spec §5)."""
+"""Stage 2: frozen generator on LLP -> thresholds, pseudo-labels.
+
+The method: docs/METHOD.md, "Stage 2".
+"""
 # pylint: disable=invalid-name
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Stage 1: pre-train the pseudo-label generator on UnAV-100 (spec §1-4)."""
+"""Stage 1: pre-train the pseudo-label generator on UnAV-100.
+
+The method: docs/METHOD.md, "Stage 1".
+"""
 
 from __future__ import annotations
 

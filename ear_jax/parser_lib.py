@@ -130,11 +130,16 @@ def make_predictor(graphdef, inputs, batch_size) -> evaluator_lib.Predictor:
   return evaluator_lib.Predictor(graphdef, predict_fn, inputs, batch_size)
 
 
+def predictions(predictor, weights, strict: bool):
+  """(pred_a, pred_v) uint8 [N, C, T] of the predictor's split."""
+  out = predictor(weights)
+  return metrics_lib.binarize_parser_outputs(
+      out["global_prob"], out["a_logits"], out["v_logits"], strict=strict)
+
+
 def score(predictor, weights, rec: avvp.LLPSplit, strict: bool) -> dict:
   """The ten LLP numbers of the parser on split `rec`, Eq. (M1)-(M4)."""
-  out = predictor(weights)
-  pred_a, pred_v = metrics_lib.binarize_parser_outputs(
-      out["global_prob"], out["a_logits"], out["v_logits"], strict=strict)
+  pred_a, pred_v = predictions(predictor, weights, strict)
   return metrics_lib.avvp_scores(pred_a, pred_v, rec.gt_a, rec.gt_v)
 
 

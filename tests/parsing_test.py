@@ -98,3 +98,17 @@ def test_merge_checks_shapes():
     parsing.merge_windows(g, a, v, [0], 15)
   with pytest.raises(ValueError, match="uncovered"):
     parsing.merge_windows(g, a, v, [0, 10], 25)
+
+
+def test_timeline_ticks_stay_legible_for_long_videos(tmp_path):
+  # pylint: disable=g-import-not-at-top
+  from ear_jax import plots as plots_lib
+  assert [plots_lib.time_tick_step(s) for s in (10, 35, 300, 3600)] == [
+      1.0, 2.0, 15.0, 300.0]
+  a = np.zeros((C, 300), np.uint8)
+  a[3, 100:140] = 1
+  path = plots_lib.timeline(str(tmp_path / "t.png"), {"p": (a, a)},
+                            avvp.LLP_CLASSES)
+  from PIL import Image
+  with Image.open(path) as im:
+    assert im.size[0] == 1600  # 16 in at 100 dpi: the widest

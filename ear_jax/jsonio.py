@@ -20,19 +20,25 @@ def plain(value: Any) -> Any:
   return value
 
 
-def write_json_atomic(path, obj: Any) -> str:
-  """Writes JSON to a temporary name beside `path`, then renames it."""
+def write_text_atomic(path, text: str) -> str:
+  """Writes `text` to a temporary name beside `path`, then renames it."""
   path = os.fspath(path)
   parent = os.path.dirname(os.path.abspath(path))
   os.makedirs(parent, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp.", suffix=".json", dir=parent)
+  suffix = os.path.splitext(path)[1]
+  fd, tmp = tempfile.mkstemp(prefix=".tmp.", suffix=suffix, dir=parent)
   try:
     with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=1, default=plain)
-      f.write("\n")
+      f.write(text)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
   return path
+
+
+def write_json_atomic(path, obj: Any) -> str:
+  """Writes JSON to a temporary name beside `path`, then renames it."""
+  return write_text_atomic(
+      path, json.dumps(obj, indent=1, default=plain) + "\n")

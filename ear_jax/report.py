@@ -175,6 +175,7 @@ def extract_events(
     class_names: Sequence[str],
     segment_seconds: float = 1.0,
     min_confidence: float = 0.0,
+    gate_CxT: np.ndarray | None = None,
 ) -> list[dict]:
   """Events of one video: the metrics' definition, as onsets and offsets.
 
@@ -182,7 +183,9 @@ def extract_events(
   (metrics.events_from_row); audio-visual events are the runs of the AND of
   the audio and visual rows, as in the metrics. Confidence = the mean
   segment probability over the event (p_a * p_v for audio-visual) times the
-  video-level probability of the class. Offsets are end-exclusive seconds.
+  video-level probability of the class, or, with a per-segment `gate_CxT`
+  (windowed parsing, ear_jax/parsing.py), its maximum over the event.
+  Offsets are end-exclusive seconds.
   """
   pa = np.asarray(pred_a_CxT).astype(bool)
   pv = np.asarray(pred_v_CxT).astype(bool)
@@ -195,6 +198,9 @@ def extract_events(
   if np.shape(video_prob_C) != (C,):
     raise ValueError(f"video_prob_C has shape {np.shape(video_prob_C)};"
                      f" expected ({C},).")
+  if gate_CxT is not None and np.shape(gate_CxT) != pa.shape:
+    raise ValueError(f"gate_CxT has shape {np.shape(gate_CxT)}; expected"
+                     f" {pa.shape}.")
   prob_a = np.asarray(prob_a_CxT, np.float64)
   prob_v = np.asarray(prob_v_CxT, np.float64)
   rows = {"audio": (pa, prob_a), "visual": (pv, prob_v),
@@ -204,7 +210,9 @@ def extract_events(
     pred, prob = rows[modality]
     for c in range(C):
       for start, end in metrics_lib.events_from_row(pred[c]):
-        conf = float(np.mean(prob[c, start:end]) * video_prob_C[c])
+        gate = (video_prob_C[c] if gate_CxT is None
+                else np.max(gate_CxT[c, start:end]))
+        conf = float(np.mean(prob[c, start:end]) * gate)
         if conf < min_confidence:
           continue
         events.append(dict(modality=modality, **{"class": class_names[c]},

@@ -32,7 +32,9 @@ CHOICES = {
                                "checkpoint": CHECKPOINT_CHOICES},
     "train_parser": {"model.name": ("ear", "han"),
                      "data.features": ("vggish_res152_r2plus1d",
-                                       "clip_clap")},
+                                       "clip_clap"),
+                     "pseudo_labels_format": ("uwav", "valor"),
+                     "loss.hard_targets": ("threshold", "labels")},
     "evaluate": {"split": ("val", "test"), "checkpoint": CHECKPOINT_CHOICES},
     "parse": {"checkpoint": CHECKPOINT_CHOICES},
     # ear_jax.torch_import.SOURCES

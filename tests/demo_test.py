@@ -214,6 +214,22 @@ def test_demo_tiny_real_pipeline_then_parse(tmp_path, capsys):
   p.parser_workdir = str(tmp_path / "stage3")
   p.features_root = str(tmp_path / "data" / "LLP")
   p.annotations_dir = p.features_root
+  # The stage-3 run's own evaluation settings (batch size: same numerics).
+  with open(tmp_path / "stage3" / "config.json") as f:
+    s3 = json.load(f)
+  p.batch_size, p.strict = s3["eval_batch_size"], s3["eval"]["strict"]
+  p.timelines = False
   out = parse_lib.run(p)
   assert len(out["ids"]) == sum(c.synthetic.num_llp)
   assert os.path.exists(tmp_path / "parsed" / "parsed" / "index.json")
+  # The LLP-format CSVs of every parsed video, scored by ear_jax.metrics on
+  # the demo's test split, give exactly the demo's stage3/eval/test.json.
+  from ear_jax.data import avvp
+  rec = avvp.read_llp_split(p.annotations_dir, "test")
+  pred = [avvp.read_llp_eval(tmp_path / "parsed" / "parsed" / f"eval_{m}.csv",
+                             rec.filenames) for m in ("audio", "visual")]
+  got = metrics_lib.avvp_scores(*pred, rec.gt_a, rec.gt_v)
+  with open(tmp_path / "stage3" / "eval" / "test.json") as f:
+    want = json.load(f)
+  assert {k: got[k] for k in metrics_lib.AGGREGATE_KEYS} == {
+      k: want[k] for k in metrics_lib.AGGREGATE_KEYS}

@@ -39,7 +39,7 @@ from ear_jax.data import synthetic
 from ear_jax.stages import generate_pseudo_labels as stage2_lib
 from ear_jax.stages import pretrain_generator as stage1_lib
 from ear_jax.stages import train_parser as stage3_lib
-from feature_export import common as export_lib
+from feature_export import driver as export_lib
 
 SAMPLE_ID = export_fixtures.SAMPLE_ID
 SPLITS = ("train", "val", "test")

@@ -18,7 +18,7 @@ from ear_jax.data import llp_features
 _GT_SPLITS = ("val", "test")
 
 
-def _score_parser(config, run_config, rec) -> tuple[dict, dict]:
+def _predict_parser(config, run_config, rec) -> tuple[tuple, dict]:
   graphdef, weights, step, which = runs_lib.restore_run(
       config.run_workdir, parser_lib.model_factory(run_config),
       config.checkpoint)
@@ -27,8 +27,8 @@ def _score_parser(config, run_config, rec) -> tuple[dict, dict]:
   batch_size = config.eval_batch_size or run_config.eval_batch_size
   predictor = parser_lib.make_predictor(
       graphdef, parser_lib.load_inputs(run_config, rec.ids), batch_size)
-  scores = parser_lib.score(predictor, weights, rec, strict)
-  return scores, dict(checkpoint=which, step=step, strict=strict)
+  preds = parser_lib.predictions(predictor, weights, strict)
+  return preds, dict(checkpoint=which, step=step, strict=strict)
 
 
 def run(config):
@@ -51,10 +51,15 @@ def run(config):
   trainer_lib.write_config(config.workdir, config)
 
   if run_config.stage == "train_parser":
-    scores, extra = _score_parser(config, run_config, rec)
+    (pred_a, pred_v), extra = _predict_parser(config, run_config, rec)
   else:
-    scores = generator_lib.score_pseudo_labels(config.run_workdir, rec)
+    pred_a, pred_v = generator_lib.pseudo_label_predictions(
+        config.run_workdir, rec)
     extra = {}
+  scores = metrics_lib.avvp_scores(pred_a, pred_v, rec.gt_a, rec.gt_v)
+  metrics_lib.write_eval_details(
+      os.path.join(config.workdir, "eval"), config.split, rec.filenames,
+      avvp.LLP_CLASSES, pred_a, pred_v, rec.gt_a, rec.gt_v)
   row = metrics_lib.write_eval_json(
       os.path.join(config.workdir, "eval", f"{config.split}.json"), scores,
       extra=dict(split=config.split, n_videos=len(rec.ids),

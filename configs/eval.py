@@ -7,14 +7,18 @@ r"""Evaluate a finished stage-3 (parser) or stage-2 (pseudo-label) run on LLP.
 
 Stage-3 runs: the parser is rebuilt from <run_workdir>/config.json, its
 `checkpoint` ("auto": best/, or the latest when there is none | "best" |
-"latest") restored and scored. Stage-2 runs: the saved
-binary pseudo-labels are scored. Or any method's predictions in the LLP
-annotation format (`--config.predictions_dir=DIR --config.data.llp_root=
-LLP`: DIR/eval_audio.csv, DIR/eval_visual.csv, as the parse stage writes). Writes <workdir>/eval/<split>.json (the
-ten aggregates + avg; the numbers equal the run's own eval/<split>.json),
-and beside it <split>_per_class.json (F1 per class, modality and level,
-counts pooled over the split) and <split>_per_video.csv (each video's
-eight per-video F values, by LLP filename). Expected: seconds.
+"latest") restored and scored. Stage-2 runs: the saved binary pseudo-labels
+are scored. Or any method's predictions in the LLP annotation format:
+
+  python launch.py --config=configs/eval.py --config.workdir=/tmp/e \
+      --config.predictions_dir=/runs/parsed/parsed \
+      --config.data.llp_root=/data/LLP   # eval_{audio,visual}.csv there
+
+Writes <workdir>/eval/<split>.json (the ten aggregates + avg; for a run the
+numbers equal its own eval/<split>.json), and beside it
+<split>_per_class.json (F1 per class, modality and level, counts pooled over
+the split) and <split>_per_video.csv (each video's eight per-video F values,
+by LLP filename). Expected: seconds.
 """
 
 from configs import common

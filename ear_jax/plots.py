@@ -126,7 +126,7 @@ def timeline(
     ax.set_xlim(0, T * segment_seconds)
     step = time_tick_step(T * segment_seconds)
     ax.set_xticks(np.arange(0, T * segment_seconds + 1e-9, step))
-    if step > segment_seconds and T <= 600:
+    if step > segment_seconds and T <= 120:
       ax.set_xticks(np.arange(T + 1) * segment_seconds, minor=True)
     ax.grid(axis="x", color="#eeeeee", which="both")
     ax.set_axisbelow(True)

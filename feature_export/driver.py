@@ -460,7 +460,8 @@ def export_for(features, configs, videos_dir: str, output_root: str,
 
   Returns {"videos": [(id, path)], "failures": {id: reason},
   "records": {id: video record (duration, num_segments, ...)}}; a video
-  fails if any of its features does (reasons joined), the rest go on.
+  fails if any of its features does ("<reason> (<features>)", joined by
+  "; "), the rest go on.
   """
   videos, failures, records = None, {}, {}
   for name, feats in registry.exporters_for(features).items():
@@ -476,7 +477,11 @@ def export_for(features, configs, videos_dir: str, output_root: str,
     videos = videos or list_videos(c)
     manifest = export(c, exporter)
     for f in manifest["failures"]:
-      reason = "; ".join(f"{k}: {r}" for k, r in f["features"].items())
+      by_reason = collections.defaultdict(list)  # one line per reason
+      for feature, r in f["features"].items():
+        by_reason[r].append(feature)
+      reason = "; ".join(f"{r} ({', '.join(fs)})"
+                         for r, fs in by_reason.items())
       failures[f["id"]] = "; ".join(
           x for x in (failures.get(f["id"]), reason) if x)
     for vid, rec in manifest["videos"].items():

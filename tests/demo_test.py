@@ -260,3 +260,18 @@ def test_demo_tiny_real_pipeline_then_parse(tmp_path, capsys):
     want = json.load(f)
   assert {k: got[k] for k in metrics_lib.AGGREGATE_KEYS} == {
       k: want[k] for k in metrics_lib.AGGREGATE_KEYS}
+  # ear-jax's eval stage scores the same CSVs to the same numbers.
+  from configs import eval as eval_config
+  e = eval_config.get_config()
+  e.workdir = str(tmp_path / "eval_csv")
+  e.predictions_dir = str(tmp_path / "parsed" / "parsed")
+  e.data.llp_root = p.annotations_dir
+  from ear_jax.stages import evaluate as evaluate_stage
+  evaluate_stage.run(e)
+  with open(tmp_path / "eval_csv" / "eval" / "test.json") as f:
+    scored = json.load(f)
+  assert {k: scored[k] for k in metrics_lib.AGGREGATE_KEYS} == {
+      k: want[k] for k in metrics_lib.AGGREGATE_KEYS}
+  with pytest.raises(ValueError, match="exactly one of"):
+    e.run_workdir = str(tmp_path / "stage3")
+    evaluate_stage.run(e)

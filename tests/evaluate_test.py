@@ -95,3 +95,13 @@ def test_evaluate_reproduces_stage2_and_stage3_runs(tmp_path):
 def test_evaluate_needs_a_run_workdir(tmp_path):
   with pytest.raises(FileNotFoundError, match="config.json"):
     evaluate.run(eval_cfg(tmp_path / "e", tmp_path / "nothing", "val"))
+
+
+def test_evaluate_csv_predictions_need_an_llp_root(tmp_path):
+  c = eval_config.get_config()
+  c.workdir, c.predictions_dir = str(tmp_path / "e"), str(tmp_path)
+  with pytest.raises(ValueError, match="set --config.data.llp_root"):
+    evaluate.run(c)
+  c.predictions_dir = None
+  with pytest.raises(ValueError, match="exactly one of"):
+    evaluate.run(c)

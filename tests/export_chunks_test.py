@@ -87,6 +87,31 @@ def test_chunked_han_export_equals_one_pass(long_video, tmp_path):
                                err_msg=f)
 
 
+def test_chunked_clip_clap_export_equals_one_pass(long_video, tmp_path):
+  """CLIP frames and CLAP audio read in chunks of 7 s: the same rows."""
+  pytest.importorskip("torch")
+  pytest.importorskip("transformers")
+  from configs import export_clip_clap
+  clip_dir, clap_dir = export_fixtures.write_tiny_hf_models(tmp_path / "hf")
+  out = {}
+  for chunk in (0, 7):
+    c = export_clip_clap.get_config("tiny,dataset=unav")
+    c.workdir = os.fspath(tmp_path / f"wd{chunk}")
+    c.videos_dir = os.fspath(long_video)
+    c.output_root = os.fspath(tmp_path / f"out{chunk}")
+    c.clip_model, c.clap_model = os.fspath(clip_dir), os.fspath(clap_dir)
+    c.chunk_segments, c.progress = chunk, False
+    m = driver.run(c)
+    assert m["counts"]["done"] == 1 and not m["failures"], m["failures"]
+    out[chunk] = {f: np.load(os.path.join(c.output_root, sub, "long.npy"))
+                  for f, sub in (("clip", "feats_CLIP/segment_feats"),
+                                 ("clap", "feats_CLAP/segment_feats"))}
+  for f in ("clip", "clap"):
+    assert out[0][f].shape[0] == 23
+    np.testing.assert_allclose(out[7][f], out[0][f], rtol=1e-5, atol=1e-6,
+                               err_msg=f)
+
+
 def test_batcher_joins_chunks_of_videos():
   done = {}
   b = driver.RowBatcher(lambda x: x * 2.0, 4, done.__setitem__, pad=True)

@@ -26,7 +26,7 @@ from feature_export import registry
 BROKEN = {
     "empty": "the file is empty (0 bytes)",
     "corrupt": "cannot open: InvalidDataError",
-    "noaudio": "vggish: NoAudioError: no audio stream",
+    "noaudio": "NoAudioError: no audio stream (vggish)",
     "codec": "no decoder for the video stream's codec",
 }
 

@@ -98,3 +98,81 @@ def test_merge_checks_shapes():
     parsing.merge_windows(g, a, v, [0], 15)
   with pytest.raises(ValueError, match="uncovered"):
     parsing.merge_windows(g, a, v, [0, 10], 25)
+
+
+def test_timeline_ticks_stay_legible_for_long_videos(tmp_path):
+  # pylint: disable=g-import-not-at-top
+  from ear_jax import plots as plots_lib
+  assert [plots_lib.time_tick_step(s) for s in (10, 35, 300, 3600)] == [
+      1.0, 2.0, 15.0, 300.0]
+  a = np.zeros((C, 300), np.uint8)
+  a[3, 100:140] = 1
+  path = plots_lib.timeline(str(tmp_path / "t.png"), {"p": (a, a)},
+                            avvp.LLP_CLASSES)
+  from PIL import Image
+  with Image.open(path) as im:
+    assert im.size[0] == 1600  # 16 in at 100 dpi: the widest
+
+
+def test_any_length_inputs_and_their_errors(tmp_path):
+  """Stored rows of any length -> parser inputs; bad files name the fix."""
+  # pylint: disable=g-import-not-at-top
+  from ear_jax.data import features as features_lib
+  from ear_jax.data import llp_features
+  rng = np.random.default_rng(0)
+  arrays = dict(vggish=rng.standard_normal((13, 128)),
+                res152=rng.standard_normal((13 * 8, 2048)),
+                r2plus1d_18=rng.standard_normal((13, 512)))
+  a, v = llp_features.inputs_from_arrays(arrays, "vggish_res152_r2plus1d")
+  assert a.shape == (13, 128) and v.shape == (13, 2048 + 512)
+  np.testing.assert_allclose(v[2, :2048], arrays["res152"][16:24].mean(0),
+                             rtol=1e-5, atol=1e-6)
+  for name, x in arrays.items():
+    features_lib.save_npy_atomic(features_lib.feature_path(tmp_path, name,
+                                                           "vid"), x)
+  a2, v2 = llp_features.load_video_inputs(str(tmp_path), "vid",
+                                          "vggish_res152_r2plus1d")
+  np.testing.assert_allclose(a2, a, rtol=1e-6)
+  np.testing.assert_allclose(v2, v, rtol=1e-6)
+  with pytest.raises(ValueError, match=r"\(T \* 8, 2048\)"):
+    llp_features.inputs_from_arrays(dict(arrays, res152=arrays["res152"][:-1]),
+                                    "vggish_res152_r2plus1d", name="x.mp4")
+  with pytest.raises(ValueError, match="different numbers of 1-s segments"):
+    llp_features.inputs_from_arrays(dict(arrays, vggish=arrays["vggish"][:5]),
+                                    "vggish_res152_r2plus1d")
+  with pytest.raises(ValueError, match="no 'clap' features"):
+    llp_features.inputs_from_arrays(arrays, "clip_clap")
+  with pytest.raises(FileNotFoundError, match="export_han.py"):
+    llp_features.load_video_inputs(str(tmp_path), "other",
+                                   "vggish_res152_r2plus1d")
+
+
+def test_llp_eval_csv_round_trip_and_errors(tmp_path):
+  text = avvp.format_llp_eval([("a_0_10", 2, 5, "Dog"), ("b_0_10", 0, 10,
+                                                         "Speech")])
+  assert text.splitlines() == ["filename\tonset\toffset\tevent_labels",
+                               "a_0_10\t2\t5\tDog", "b_0_10\t0\t10\tSpeech"]
+  path = tmp_path / "eval_audio.csv"
+  path.write_text(text)
+  x = avvp.read_llp_eval(path, ["b_0_10", "a_0_10", "c_0_10"])
+  assert x.shape == (3, C, 10)
+  assert x[1, avvp.LLP_CLASSES.index("Dog")].tolist() == [0, 0, 1, 1, 1, 0,
+                                                          0, 0, 0, 0]
+  assert x[0].sum() == 10 and not x[2].any()
+  with pytest.raises(ValueError, match="tab/newline"):
+    avvp.format_llp_eval([("a\tb", 0, 1, "Dog")])
+  path.write_text(avvp.format_llp_eval([("a_0_10", 0, 12, "Dog")]))
+  with pytest.raises(ValueError, match=r"integer second in \[0, 10\]"):
+    avvp.read_llp_eval(path, ["a_0_10"])
+  assert avvp.read_llp_eval(path, ["a_0_10"], num_segments=12).sum() == 12
+
+
+def test_exporters_for_features():
+  pytest.importorskip("av")
+  pytest.importorskip("torch")
+  # pylint: disable=g-import-not-at-top
+  from feature_export import registry
+  assert registry.exporters_for(["clap", "clip", "r2plus1d_18"]) == {
+      "clip_clap": ("clap", "clip"), "han": ("r2plus1d_18",)}
+  with pytest.raises(ValueError, match="no exporter writes feature 'x'"):
+    registry.exporters_for(["x"])

@@ -14,14 +14,11 @@ import argparse
 import json
 import time
 
-from flax import nnx
 import jax
 import numpy as np
 
 from configs import stage1 as stage1_config
 from ear_jax import generator_lib
-from ear_jax import losses as losses_lib
-from ear_jax import models as models_lib
 from ear_jax import sharding as sharding_lib
 from ear_jax import train_state as ts_lib
 from ear_jax import trainer as trainer_lib
@@ -52,21 +49,15 @@ def main():
               valid=np.ones((n, t), np.uint8))
   text_a, text_v = unit(c, 512), unit(c, 768)
 
-  def make_model():
-    return models_lib.get_model("generator", config.model,
-                                rngs=nnx.Rngs(0))
-
-  def loss_fn(model, batch, key):
-    out = model(batch, text_a, text_v, deterministic=False,
-                rngs=nnx.Rngs(dropout=key))
-    return losses_lib.generator_loss(
-        out, batch, generator_lib.migrated_targets(batch, config.migration), config.loss)
+  make_model = generator_lib.model_factory(config)
+  loss_fn = generator_lib.make_loss_fn(config, text_a, text_v)
 
   mesh = sharding_lib.make_mesh()
   tx, _ = trainer_lib.make_optimizer(config.optim, 102, 80)
   graphdef, state = ts_lib.create_train_state(make_model, tx)
   data_dev = sharding_lib.put_replicated(data, mesh)
-  step = trainer_lib.make_train_step(graphdef, tx, loss_fn, generator_lib.make_batch,
+  step = trainer_lib.make_train_step(graphdef, tx, loss_fn,
+                                     generator_lib.make_batch,
                                      jax.random.key(0), mesh)
   epoch_fn = trainer_lib.make_epoch_fn(step)
   idx = rng.integers(0, n, (args.steps, args.batch)).astype(np.int32)

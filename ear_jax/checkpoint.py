@@ -37,6 +37,19 @@ def _quiet_failed_reads() -> None:
   sys.unraisablehook = hook
 
 
+def quiet_info_logs() -> None:
+  """Keeps orbax's per-save INFO lines out of the console (warnings pass)."""
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _OrbaxInfoFilter) for f in handler.filters):
+    handler.addFilter(_OrbaxInfoFilter())
+
+
+class _OrbaxInfoFilter:
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or "orbax" not in record.pathname
+
+
 def _detail(e: BaseException) -> None:
   """Logs the full error (DEBUG) instead of chaining it: a TensorStore error
   prints its specs over hundreds of lines; the one-line reason is in the

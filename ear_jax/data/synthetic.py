@@ -11,6 +11,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import time
 
 from absl import logging
@@ -547,3 +548,33 @@ def write_synthetic(
   logging.info("Synthetic dataset written to %s in %.1fs: %s", root,
                time.perf_counter() - t0, summary)
   return summary
+
+
+COMPLETE = ".complete.json"  # written last, with the settings used
+
+
+def written_with(root) -> dict | None:
+  """The settings of the complete synthetic dataset under `root`, or None."""
+  path = os.path.join(os.fspath(root), COMPLETE)
+  return jsonio.read_json(path) if os.path.exists(path) else None
+
+
+def write_once(root, spec: dict) -> bool:
+  """write_synthetic(root, **spec) unless `root` already holds a complete
+  dataset written with `spec` (then False); another spec there is an error.
+  An interrupted write is started over."""
+  spec = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()}
+  done = written_with(root)
+  if done is not None:
+    if done != spec:
+      raise ValueError(
+          f"{root} holds a synthetic dataset written with other settings"
+          f" than config.synthetic={spec}; use a new workdir or delete"
+          f" {root}.")
+    return False
+  for sub in ("LLP", "UnAV"):
+    shutil.rmtree(os.path.join(os.fspath(root), sub), ignore_errors=True)
+  write_synthetic(root, **{
+      k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+  jsonio.write_json_atomic(os.path.join(os.fspath(root), COMPLETE), spec)
+  return True

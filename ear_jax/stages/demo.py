@@ -12,6 +12,7 @@ import time
 from absl import logging
 import jax
 
+from ear_jax import checkpoint as ckpt_lib
 from ear_jax import jsonio
 from ear_jax import metrics as metrics_lib
 from ear_jax import report as report_lib
@@ -28,7 +29,6 @@ ROWS = {
     "HAN": ("stage3_han/eval/{split}.json", None),
     "EAR": ("stage3/eval/{split}.json", None),
 }
-_DONE = ".complete.json"
 # A stage restarts from scratch when a stage it reads ran in this call.
 DEPENDS_ON = {"stage2": ("stage1",), "stage3": ("stage2",),
               "stage3_han": ("stage2",)}
@@ -57,23 +57,12 @@ def prepare_data(config) -> tuple[str, str]:
     return config.data.llp_root, config.data.unav_root
   root = os.path.join(config.workdir, "data")
   spec = config.synthetic.to_dict()
-  spec = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()}
-  done = os.path.join(root, _DONE)
-  if os.path.exists(done):
-    if jsonio.read_json(done) != spec:
-      raise ValueError(
-          f"{root} holds a synthetic dataset written with other settings"
-          f" than config.synthetic={spec}; use a new workdir or delete"
-          f" {root}.")
-    say(f"synthetic data: {root} (already written)")
-  elif jax.process_index() == 0:
-    for sub in ("LLP", "UnAV"):  # an interrupted write: start over
-      shutil.rmtree(os.path.join(root, sub), ignore_errors=True)
+  if synthetic.written_with(root) is not None or jax.process_index() == 0:
     t0 = time.perf_counter()
-    synthetic.write_synthetic(root, **{
-        k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
-    jsonio.write_json_atomic(done, spec)
-    say(f"synthetic data: wrote {root} in {time.perf_counter() - t0:.1f} s")
+    if synthetic.write_once(root, spec):
+      say(f"synthetic data: wrote {root} in {time.perf_counter() - t0:.1f} s")
+    else:
+      say(f"synthetic data: {root} (already written)")
   return os.path.join(root, "LLP"), os.path.join(root, "UnAV")
 
 
@@ -146,22 +135,9 @@ def write_outputs(config, stages, tables, seconds) -> str:
   return path
 
 
-def _quiet_orbax() -> None:
-  """Keeps orbax's per-save INFO lines out of the demo's console output."""
-  handler = logging.get_absl_handler()
-  if not any(isinstance(f, _OrbaxFilter) for f in handler.filters):
-    handler.addFilter(_OrbaxFilter())
-
-
-class _OrbaxFilter:
-
-  def filter(self, record) -> bool:
-    return record.levelno >= 30 or "orbax" not in record.pathname
-
-
 def run(config):
   t_start = time.perf_counter()
-  _quiet_orbax()
+  ckpt_lib.quiet_info_logs()
   w = config.workdir
   say(f"== ear-jax demo in {w} ==")
   llp_root, unav_root = prepare_data(config)

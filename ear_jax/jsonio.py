@@ -11,6 +11,8 @@ import json
 import math
 import os
 import pathlib
+import shutil
+import tempfile
 from typing import Any, Callable, IO
 import uuid
 
@@ -45,6 +47,27 @@ def write_atomic(path, write_fn: Callable[[IO], Any], binary: bool = False,
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+  return path
+
+
+def write_dir_atomic(path, fill: Callable[[str], Any]) -> str:
+  """fill(tmp) writes <tmp>/<basename of path> in a fresh directory beside
+  `path`, which then replaces `path` (an old one is moved aside first and
+  deleted after): readers see the old or the new directory, never a mix."""
+  path = os.path.abspath(os.fspath(path))
+  parent, name = os.path.split(path)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{name}.", dir=parent)
+  old = path + ".old"
+  try:
+    fill(tmp)
+    if os.path.exists(path):
+      shutil.rmtree(old, ignore_errors=True)
+      os.replace(path, old)
+    os.replace(os.path.join(tmp, name), path)
+    shutil.rmtree(old, ignore_errors=True)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
   return path
 
 

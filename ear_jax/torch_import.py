@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
-import shutil
 from typing import Any, Callable, Mapping
 
 from absl import logging
@@ -22,6 +21,7 @@ import numpy as np
 
 from ear_jax import checkpoint as ckpt_lib
 from ear_jax import generator_lib
+from ear_jax import jsonio
 from ear_jax import parser_lib
 from ear_jax import train_state as ts_lib
 from ear_jax import workdir as workdir_lib
@@ -479,17 +479,13 @@ def write_run(workdir: str, run_cfg, weights: dict, meta: dict) -> None:
         f"workdir {workdir} is not empty (it holds"
         f" {sorted(os.listdir(workdir))}); import into a new directory (an"
         " imported run is never merged into an existing one).")
-  shutil.rmtree(os.path.join(workdir, "best"), ignore_errors=True)
-  tmp = os.path.join(workdir, f".importing-{os.getpid()}")
-  shutil.rmtree(tmp, ignore_errors=True)
-  try:
+  def save(tmp):
     ckpt = ckpt_lib.Checkpointer(tmp)
     ckpt.save_best(0, weights, meta)
     ckpt.wait()
     ckpt.close()
-    os.replace(os.path.join(tmp, "best"), os.path.join(workdir, "best"))
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+
+  jsonio.write_dir_atomic(os.path.join(workdir, "best"), save)
   with run_cfg.unlocked():
     run_cfg.workdir = workdir
   workdir_lib.write_config(run_cfg)

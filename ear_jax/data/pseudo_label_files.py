@@ -14,8 +14,6 @@ from __future__ import annotations
 import concurrent.futures
 import datetime
 import os
-import shutil
-import tempfile
 from typing import Any, Mapping, Sequence
 
 from absl import logging
@@ -173,19 +171,8 @@ def write_stage2(out_dir, split_ids: Mapping[str, Sequence[str]],
 def publish_stage2(workdir, **kw) -> str:
   """write_stage2 into a fresh directory beside <workdir>/LLP_Dataset, then
   swaps it in, so readers see the old or the new directory, never a mix."""
-  os.makedirs(workdir, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".stage2-", dir=workdir)
-  final, old = llp_dir(workdir), llp_dir(workdir) + ".old"
-  try:
-    write_stage2(tmp, **kw)
-    if os.path.exists(final):
-      shutil.rmtree(old, ignore_errors=True)
-      os.replace(final, old)
-    os.replace(llp_dir(tmp), final)
-    shutil.rmtree(old, ignore_errors=True)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
-  return final
+  return jsonio.write_dir_atomic(llp_dir(workdir),
+                                 lambda tmp: write_stage2(tmp, **kw))
 
 
 def _resolve_root(pseudo_dir) -> str:

@@ -14,14 +14,11 @@ import argparse
 import json
 import time
 
-from flax import nnx
 import jax
 import numpy as np
 
 from configs import stage1 as stage1_config
 from ear_jax import generator_lib
-from ear_jax import losses as losses_lib
-from ear_jax import models as models_lib
 from ear_jax import sharding as sharding_lib
 from ear_jax import train_state as ts_lib
 from ear_jax import trainer as trainer_lib
@@ -52,15 +49,8 @@ def main():
               valid=np.ones((n, t), np.uint8))
   text_a, text_v = unit(c, 512), unit(c, 768)
 
-  def make_model():
-    return models_lib.get_model("generator", config.model,
-                                rngs=nnx.Rngs(0))
-
-  def loss_fn(model, batch, key):
-    out = model(batch, text_a, text_v, deterministic=False,
-                rngs=nnx.Rngs(dropout=key))
-    return losses_lib.generator_loss(
-        out, batch, generator_lib.migrated_targets(batch, config.migration), config.loss)
+  make_model = generator_lib.model_factory(config)
+  loss_fn = generator_lib.make_loss_fn(config)
 
   mesh = sharding_lib.make_mesh()
   tx, _ = trainer_lib.make_optimizer(config.optim, 102, 80)
@@ -69,7 +59,8 @@ def main():
   step = trainer_lib.make_train_step(graphdef, tx, loss_fn,
                                      generator_lib.make_batch, mesh)
   epoch_fn = trainer_lib.make_epoch_fn(step)
-  consts = trainer_lib.step_consts(jax.random.key(0))
+  consts = trainer_lib.step_consts(jax.random.key(0),
+                                  generator_lib.loss_args(text_a, text_v))
   idx = rng.integers(0, n, (args.steps, args.batch)).astype(np.int32)
   mask = np.ones((args.steps, args.batch), np.float32)
 

@@ -40,6 +40,9 @@ def get_config(arg=None):
   c.num_segments = 10 if arg.dataset == "llp" else 0
   c.duration_tolerance = 0.05  # s; container durations overshoot (10.03 s)
   c.max_pad_seconds = 1.0      # more padding needed -> per-video failure
+  # Decode and encode at most this many 1-s segments at a time: memory stays
+  # bounded on long videos (0: the whole video at once).
+  c.chunk_segments = 60
   c.id_length = 0              # 0: id = file stem; 11: LLP's YouTube id
   c.video_extensions = ".mp4,.mkv,.webm,.avi,.mov,.m4v,.flv,.mpg,.mpeg,.3gp"
   c.limit = 0                  # > 0: only the first N videos (smoke runs)

@@ -48,6 +48,9 @@ def get_config(arg=None):
   c.num_segments = 10  # LLP layout; 0: ceil(duration - tolerance) rows
   c.duration_tolerance = 0.05
   c.max_pad_seconds = 1.0
+  # Decode and encode at most this many 1-s segments at a time: memory stays
+  # bounded on long videos (0: the whole video at once).
+  c.chunk_segments = 60
   c.id_length = 0
   c.video_extensions = ".mp4,.mkv,.webm,.avi,.mov,.m4v,.flv,.mpg,.mpeg,.3gp"
   c.limit = 0

@@ -8,8 +8,11 @@ r"""Stage 3: train the EAR parser (or HAN) on LLP with stage-2 pseudo-labels.
 
 `pseudo_labels_dir` is any folder holding LLP_Dataset/ in the UWAV layout:
 a stage-2 workdir, or UWAV's released pseudo-labels. Table VI (pseudo-label
-source x parser) is this switch plus `model.name`: point it at VALOR / UWAV
-/ EAR labels and train with `--config.model.name=han` or `ear`.
+source x parser) is this switch plus `model.name`: point it at UWAV / EAR
+labels and train with `--config.model.name=han` or `ear`. VALOR's labels
+(binary, no logits; its data/ folder with CLAP/ and CLIP/):
+`--config.pseudo_labels_format=valor --config.loss.use_soft=False
+--config.loss.hard_targets=labels`.
 Table II: `--config.data.features=clip_clap` (CLAP audio, CLIP visual;
 `--config.model.use_3d_with_clip=True` adds R(2+1)D).
 Ablations (docs/METHOD.md, "EAR parser"):
@@ -39,6 +42,10 @@ def get_config(arg=None):
   c.required = ("workdir", "pseudo_labels_dir", "data.llp_root")
   c.seed = 20000
   c.pseudo_labels_dir = common.placeholder(str)
+  # "uwav": LLP_Dataset/ (logits, thresholds, binary labels) | "valor":
+  # VALOR's binary labels (<dir>/CLAP|CLIP/segment_pseudo_labels); needs
+  # --config.loss.use_soft=False --config.loss.hard_targets=labels.
+  c.pseudo_labels_format = "uwav"
   # "vggish_res152_r2plus1d": audio VGGish 128, visual ResNet-152 + R(2+1)D
   # 2560 | "clip_clap": audio CLAP 512, visual CLIP 768.
   c.data.features = "vggish_res152_r2plus1d"

@@ -38,6 +38,19 @@ def _quiet_failed_reads() -> None:
   sys.unraisablehook = hook
 
 
+def quiet_info_logs() -> None:
+  """Keeps orbax's per-save INFO lines out of the console (warnings pass)."""
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _OrbaxInfoFilter) for f in handler.filters):
+    handler.addFilter(_OrbaxInfoFilter())
+
+
+class _OrbaxInfoFilter:
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or "orbax" not in record.pathname
+
+
 def _detail(e: BaseException) -> None:
   """Logs the full error (DEBUG) instead of chaining it: a TensorStore error
   prints its specs over hundreds of lines; the one-line reason is in the
@@ -96,16 +109,6 @@ class Checkpointer:
     if self.best.latest_step() == step:
       return
     self.best.save(step, args=_save_args(weights, meta), force=True)
-
-  def best_meta(self) -> dict | None:
-    step = self.best.latest_step()
-    if step is None:
-      return None
-    return dict(self.best.restore(step, args=ocp.args.Composite(
-        meta=ocp.args.JsonRestore()))["meta"])
-
-  def latest_step(self) -> int | None:
-    return self.latest.latest_step()
 
   def restore_latest(self, abstract_state: Any) -> tuple[Any, dict] | None:
     """The newest intact checkpoint (None if there is none yet).
@@ -216,6 +219,12 @@ def _restore(manager, step, abstract_state):
   return out["state"], dict(out["meta"])
 
 
+# Restores only the subtrees in the target (no optimizer state); orbax
+# before `partial_restore` did this with an empty `transforms`.
+_PARTIAL = (dict(partial_restore=True) if "partial_restore" in
+            ocp.args.PyTreeRestore.__dataclass_fields__ else dict(transforms={}))
+
+
 def restore_from_workdir(
     workdir: str, abstract_weights: Any, which: str = "best"
 ) -> tuple[Any, dict]:
@@ -250,7 +259,7 @@ def restore_from_workdir(
     out = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeRestore(
             target, restore_args=ocp.checkpoint_utils.construct_restore_args(
-                target), partial_restore=True),
+                target), **_PARTIAL),
         meta=ocp.args.JsonRestore()))
     tree = out["state"]
     return (dict(params=tree["params"], model_state=tree["model_state"]),

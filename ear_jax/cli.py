@@ -36,7 +36,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 STAGES = {
     **{k: f"{v}:run" for k, v in stages_lib.RUNNERS.items()},
     "import_torch": "ear_jax.torch_import:run",
-    "export_features": "feature_export.common:run",
+    "export_features": "feature_export.driver:run",
 }
 
 # config.matmul_precision -> jax_default_matmul_precision. On CPU all are

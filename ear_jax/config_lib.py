@@ -69,8 +69,3 @@ def check_required(config: config_dict.ConfigDict) -> None:
         f"required config fields are unset: {', '.join(missing)}. Set them"
         f" on the command line, e.g. {flags}"
     )
-
-
-def to_dict(config: config_dict.ConfigDict) -> dict[str, Any]:
-  """A JSON-friendly plain dict of the resolved config."""
-  return config.to_dict()

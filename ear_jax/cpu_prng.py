@@ -8,8 +8,8 @@ registers a CPU rule that uses JAX's own unrolled lowering for draws of at
 least `MIN_UNROLLED` numbers and the rolled one below: the same arithmetic
 either way, so every random bit is unchanged; only speed differs. Small draws
 (tiny configs, tests) stay rolled, because the unrolled form costs several
-times the compile time per draw site. Installed when ear_jax is imported; a
-JAX without these internals keeps its default.
+times the compile time per draw site. Installed when ear_jax.models is
+imported; a JAX without these internals keeps its default.
 """
 
 from __future__ import annotations

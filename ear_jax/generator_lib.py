@@ -27,6 +27,7 @@ from ear_jax import pseudo_labels as pl_lib
 from ear_jax import runs as runs_lib
 from ear_jax.data import avvp
 from ear_jax.data import features as features_lib
+from ear_jax.data import pseudo_label_files as pl_files
 
 # ------------------------------------------------------------ stage 1 inputs
 def unav_json_path(config) -> str:
@@ -207,10 +208,13 @@ def llp_logits(config, graphdef, weights,
           for k, v in out.items()}
 
 
+def _to_nct(x_NxTxC):
+  return np.ascontiguousarray(np.swapaxes(x_NxTxC, 1, 2))
+
+
 def gt_scores(pred_a_NxTxC, pred_v_NxTxC, rec: avvp.LLPSplit) -> dict:
   """avvp_scores of [N,T,C] predictions against a split's dense GT."""
-  to_nct = lambda x: np.ascontiguousarray(np.swapaxes(x, 1, 2))
-  return metrics_lib.avvp_scores(to_nct(pred_a_NxTxC), to_nct(pred_v_NxTxC),
+  return metrics_lib.avvp_scores(_to_nct(pred_a_NxTxC), _to_nct(pred_v_NxTxC),
                                  rec.gt_a, rec.gt_v)
 
 
@@ -236,9 +240,16 @@ def weak_everywhere_scores(rec: avvp.LLPSplit) -> dict:
   return gt_scores(pred_NxTxC, pred_NxTxC, rec)
 
 
-def score_pseudo_labels(pseudo_labels_dir: str, rec: avvp.LLPSplit) -> dict:
-  """The ten LLP numbers of a stage-2 run's binary labels on split `rec`."""
-  pl = pl_lib.read_stage2(
+def pseudo_label_predictions(pseudo_labels_dir: str, rec: avvp.LLPSplit):
+  """(pred_a, pred_v) uint8 [N, C, T]: a stage-2 run's binary labels of
+  split `rec`."""
+  pl = pl_files.read_stage2(
       pseudo_labels_dir, list(rec.ids), expect_classes=list(avvp.LLP_CLASSES),
       expect_num_segments=avvp.LLP_NUM_SEGMENTS)
-  return gt_scores(pl["a_label"], pl["v_label"], rec)
+  return _to_nct(pl["a_label"]), _to_nct(pl["v_label"])
+
+
+def score_pseudo_labels(pseudo_labels_dir: str, rec: avvp.LLPSplit) -> dict:
+  """The ten LLP numbers of a stage-2 run's binary labels on split `rec`."""
+  pred_a, pred_v = pseudo_label_predictions(pseudo_labels_dir, rec)
+  return metrics_lib.avvp_scores(pred_a, pred_v, rec.gt_a, rec.gt_v)

@@ -7,6 +7,7 @@ Numpy only. Arrays are [N, C, T] (video, class, segment), the official layout.
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -240,11 +241,44 @@ def avvp_scores(pred_a, pred_v, gt_a, gt_v, per_video: bool = False) -> dict:
   return result
 
 
+def per_class_f1(pred_a, pred_v, gt_a, gt_v) -> dict[str, dict[str, list]]:
+  """Per-class F1 in percent, counts pooled over all videos (not an official
+  number; the ten aggregates average per video instead).
+
+  {"seg" | "evt": {"a" | "v" | "av" | "event": [C] values}}: TP, FN, FP of
+  class c summed over videos (segments, or events matched at IoU >= 0.5 as
+  in avvp_scores), F1 = 2 TP / (2 TP + FN + FP); "event" adds the a and v
+  counts. None where class c is in neither predictions nor GT.
+  """
+  arrays = [_check_binary(k, v) for k, v in (("pred_a", pred_a),
+                                            ("pred_v", pred_v),
+                                            ("gt_a", gt_a), ("gt_v", gt_v))]
+  if len({x.shape for x in arrays}) != 1:
+    raise ValueError("pred_a, pred_v, gt_a and gt_v must share one shape"
+                     f" [N, C, T]; got {[x.shape for x in arrays]}.")
+  pa, pv, ga, gv = arrays
+  N, C, T = pa.shape
+  counts = _counts(np.stack([pa, pv, pa & pv]).reshape(-1, T),
+                   np.stack([ga, gv, ga & gv]).reshape(-1, T))
+  out = {}
+  for level, level_counts in zip(("seg", "evt"), counts):
+    tp, fn, fp = (x.reshape(3, N, C).sum(1) for x in level_counts)
+    rows = {m: (tp[i], fn[i], fp[i]) for i, m in enumerate(("a", "v", "av"))}
+    rows["event"] = (tp[0] + tp[1], fn[0] + fn[1], fp[0] + fp[1])
+    out[level] = {}
+    for m, (t, n, p) in rows.items():
+      denom = 2 * t + n + p
+      out[level][m] = [None if d == 0 else float(100 * 2 * x / d)
+                       for x, d in zip(t, denom)]
+  return out
+
+
 # ----------------------------------------------------------------------------
 # Model outputs -> binary matrices, Eq. (M1).
 
 
-def _sigmoid_f32(x: np.ndarray) -> np.ndarray:
+def sigmoid_f32(x: np.ndarray) -> np.ndarray:
+  """Stable float32 sigmoid, the one the binarisation thresholds."""
   x = np.asarray(x, np.float32)
   e = np.exp(-np.abs(x))
   one = np.float32(1)
@@ -277,8 +311,8 @@ def binarize_parser_outputs(global_prob_BxC, a_logits_BxTxC, v_logits_BxTxC,
   half = np.float32(0.5)
   cmp = np.greater if strict else np.greater_equal
   o_Bx1xC = cmp(g_BxC, half)[:, None, :]
-  pred_a = cmp(_sigmoid_f32(a_BxTxC), half) & o_Bx1xC
-  pred_v = cmp(_sigmoid_f32(v_BxTxC), half) & o_Bx1xC
+  pred_a = cmp(sigmoid_f32(a_BxTxC), half) & o_Bx1xC
+  pred_v = cmp(sigmoid_f32(v_BxTxC), half) & o_Bx1xC
   return (np.ascontiguousarray(pred_a.transpose(0, 2, 1)).astype(np.uint8),
           np.ascontiguousarray(pred_v.transpose(0, 2, 1)).astype(np.uint8))
 
@@ -310,6 +344,36 @@ def write_eval_json(path, scores: Mapping[str, Any],
   row.update(extra)
   jsonio.write_json_atomic(path, row)
   return row
+
+
+def write_eval_details(eval_dir, split: str, filenames, class_names,
+                       pred_a, pred_v, gt_a, gt_v) -> dict[str, str]:
+  """Beside eval/<split>.json (unchanged): <split>_per_class.json (per-class
+  F1 in percent, per_class_f1) and <split>_per_video.csv (the per-video
+  values of PER_VIDEO_KEYS in percent, one row per filename)."""
+  per_class = per_class_f1(pred_a, pred_v, gt_a, gt_v)
+  per_video = avvp_scores(pred_a, pred_v, gt_a, gt_v,
+                          per_video=True)["per_video"]
+  if len(filenames) != len(per_video[PER_VIDEO_KEYS[0]]):
+    raise ValueError(f"{len(filenames)} filenames for"
+                     f" {len(per_video[PER_VIDEO_KEYS[0]])} videos.")
+  classes = list(class_names)
+  paths = {}
+  paths["per_class"] = jsonio.write_json_atomic(
+      os.path.join(eval_dir, f"{split}_per_class.json"),
+      dict(split=split, classes=classes, note=(
+          "F1 (%) per class, TP/FN/FP pooled over the split's videos; not"
+          " an official LLP number"), **{
+              level: {m: dict(zip(classes, v)) for m, v in rows.items()}
+              for level, rows in per_class.items()}))
+  lines = ["\t".join(("filename",) + PER_VIDEO_KEYS)]
+  for i, name in enumerate(filenames):
+    lines.append("\t".join([name] + [f"{100 * per_video[k][i]:.4f}"
+                                      for k in PER_VIDEO_KEYS]))
+  paths["per_video"] = jsonio.write_text_atomic(
+      os.path.join(eval_dir, f"{split}_per_video.csv"),
+      "\n".join(lines) + "\n")
+  return paths
 
 
 def format_table(rows: Mapping[str, Mapping[str, Any]]) -> str:

@@ -21,8 +21,11 @@ from ear_jax import metrics as metrics_lib
 from ear_jax import models as models_lib
 from ear_jax import pseudo_labels as pl_lib
 from ear_jax import runs as runs_lib
+from ear_jax import trainer as trainer_lib
 from ear_jax.data import avvp
 from ear_jax.data import llp_features
+from ear_jax.data import pseudo_label_files as pl_files
+from ear_jax.data import valor_labels
 
 
 def model_factory(config):
@@ -87,10 +90,33 @@ def load_inputs(config, ids) -> dict[str, np.ndarray]:
       config.model.use_3d_with_clip, config.data.num_load_workers)
 
 
-def load_pseudo_labels(pseudo_labels_dir: str, ids) -> dict:
-  """Stage-2 artifacts of `ids`, checked against LLP's classes and T."""
+def load_pseudo_labels(pseudo_labels_dir: str, ids, fmt: str = "uwav",
+                       loss_cfg=None) -> dict:
+  """Pseudo-labels of `ids`, checked against LLP's classes and T.
+
+  fmt "uwav": stage-2 artifacts (logits, thresholds, binary labels; ear-jax
+  or UWAV's released files). "valor": VALOR's binary labels only
+  (data/valor_labels.py); they train with loss.use_soft=False and
+  loss.hard_targets="labels" (no logits, so no thresholds or soft labels).
+  """
+  if fmt not in valor_labels.FORMATS:
+    raise ValueError(f"config.pseudo_labels_format={fmt!r}; expected one of"
+                     f" {valor_labels.FORMATS}.")
+  if fmt == "valor" and loss_cfg is not None and (
+      loss_cfg.use_soft or loss_cfg.get("hard_targets") != "labels"):
+    raise ValueError(
+        "config.pseudo_labels_format='valor': VALOR's labels are binary,"
+        " without logits; train on them with --config.loss.use_soft=False"
+        " --config.loss.hard_targets=labels.")
   try:
-    return pl_lib.read_stage2(
+    if fmt == "valor":
+      pl = valor_labels.read_valor_labels(
+          pseudo_labels_dir, list(ids), num_classes=len(avvp.LLP_CLASSES),
+          num_segments=avvp.LLP_NUM_SEGMENTS)
+      # Unused: thresholds only enter soft and thresholded targets.
+      zeros = np.zeros((len(avvp.LLP_CLASSES),), np.float32)
+      return dict(pl, thresholds_a=zeros, thresholds_v=zeros, manifest=None)
+    return pl_files.read_stage2(
         pseudo_labels_dir, list(ids), expect_classes=list(avvp.LLP_CLASSES),
         expect_num_segments=avvp.LLP_NUM_SEGMENTS)
   except (ValueError, FileNotFoundError, KeyError) as e:
@@ -100,11 +126,15 @@ def load_pseudo_labels(pseudo_labels_dir: str, ids) -> dict:
 
 
 def train_data(config, rec: avvp.LLPSplit, pl: dict) -> dict:
-  """The device-resident training set: inputs, weak labels, stage-2 logits."""
-  return dict(load_inputs(config, rec.ids),
-              weak=rec.weak.astype(np.float32),
-              a_logit=np.asarray(pl["a_logit"], np.float32),
-              v_logit=np.asarray(pl["v_logit"], np.float32))
+  """The device-resident training set: inputs, weak labels, stage-2 logits
+  (and the binary labels when the loss trains on them)."""
+  data = dict(load_inputs(config, rec.ids), weak=rec.weak.astype(np.float32))
+  for m in ("a", "v"):
+    if f"{m}_logit" in pl:
+      data[f"{m}_logit"] = np.asarray(pl[f"{m}_logit"], np.float32)
+    if config.loss.get("hard_targets", "threshold") == "labels":
+      data[f"{m}_label"] = np.asarray(pl[f"{m}_label"], np.uint8)
+  return data
 
 
 def loss_args_from_pseudo_labels(pl: dict) -> dict[str, np.ndarray]:
@@ -123,11 +153,16 @@ def make_predictor(graphdef, inputs, batch_size) -> evaluator_lib.Predictor:
   return evaluator_lib.Predictor(graphdef, predict_fn, inputs, batch_size)
 
 
+def predictions(predictor, weights, strict: bool):
+  """(pred_a, pred_v) uint8 [N, C, T] of the predictor's split."""
+  out = predictor(weights)
+  return metrics_lib.binarize_parser_outputs(
+      out["global_prob"], out["a_logits"], out["v_logits"], strict=strict)
+
+
 def score(predictor, weights, rec: avvp.LLPSplit, strict: bool) -> dict:
   """The ten LLP numbers of the parser on split `rec`, Eq. (M1)-(M4)."""
-  out = predictor(weights)
-  pred_a, pred_v = metrics_lib.binarize_parser_outputs(
-      out["global_prob"], out["a_logits"], out["v_logits"], strict=strict)
+  pred_a, pred_v = predictions(predictor, weights, strict)
   return metrics_lib.avvp_scores(pred_a, pred_v, rec.gt_a, rec.gt_v)
 
 
@@ -146,3 +181,11 @@ def predict(graphdef, weights, inputs: dict, batch_size: int) -> dict:
   out = make_predictor(graphdef, inputs, batch_size)(weights)
   sig = lambda x: np.moveaxis(1 / (1 + np.exp(-x.astype(np.float64))), 1, 2)
   return dict(out, a_prob=sig(out["a_logits"]), v_prob=sig(out["v_logits"]))
+
+
+def adjacencies(graphdef, weights) -> dict[str, np.ndarray]:
+  """The learned ERM adjacencies of a parser ({} if it has none: HAN, or EAR
+  without the graph ERM), e.g. {"uni_a/layer0": [C, C], "multi/layer0":
+  [2C, 2C]}."""
+  get = getattr(trainer_lib.merge(graphdef, weights), "adjacencies", None)
+  return {k: np.asarray(v) for k, v in get().items()} if get else {}

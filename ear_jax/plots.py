@@ -50,6 +50,15 @@ def _check_pair(name: str, pair, num_classes: int):
 # Timelines (Fig. 3).
 
 
+def time_tick_step(seconds: float, max_ticks: int = 20) -> float:
+  """Seconds between labelled ticks: 1, 2, 5, 10, 15, 30, 60, 120, ...
+  (at most max_ticks + 1 labels)."""
+  for step in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600):
+    if seconds / step <= max_ticks:
+      return float(step)
+  return float(3600 * np.ceil(seconds / 3600 / max_ticks))
+
+
 def timeline(
     path: str,
     preds: Mapping[str, tuple[np.ndarray, np.ndarray]],
@@ -88,7 +97,10 @@ def timeline(
   longest = max([len(class_names[c]) for m in MODALITIES for c in lanes[m]]
                 + [0]) + 3 + max(len(name) for name, _, _ in sources)
   # Fixed margins (no bbox_inches="tight", which draws everything twice).
-  left_in, w, h = 0.5 + longest * 7 / 72 * 0.55, 9.0, 0.28 * sum(heights) + 1.2
+  # Minutes-long videos get a wider figure (up to 16 in) and sparser ticks.
+  width = min(16.0, 9.0 + max(0, T * segment_seconds - 10) / 30)
+  left_in, w, h = (0.5 + longest * 7 / 72 * 0.55, width,
+                   0.28 * sum(heights) + 1.2)
   fig = _figure(figsize=(w, h))
   axes = fig.subplots(3, 1, sharex=True,
                       gridspec_kw=dict(height_ratios=heights, hspace=0.25))
@@ -112,8 +124,11 @@ def timeline(
     ax.set_ylim(max(len(labels), 1), 0)
     ax.set_ylabel(modality, fontsize=9)
     ax.set_xlim(0, T * segment_seconds)
-    ax.set_xticks(np.arange(T + 1) * segment_seconds)
-    ax.grid(axis="x", color="#eeeeee")
+    step = time_tick_step(T * segment_seconds)
+    ax.set_xticks(np.arange(0, T * segment_seconds + 1e-9, step))
+    if step > segment_seconds and T <= 120:
+      ax.set_xticks(np.arange(T + 1) * segment_seconds, minor=True)
+    ax.grid(axis="x", color="#eeeeee", which="both")
     ax.set_axisbelow(True)
   axes[-1].set_xlabel("time (s)")
   if title:

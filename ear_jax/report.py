@@ -1,5 +1,5 @@
-"""Human-readable outputs: results tables (paper layout), results.json, the
-markdown run report, and parsed events of a video (JSON)."""
+"""Human-readable outputs: results tables (paper layout), the figures and
+markdown report of a pipeline run (demo), and parsed events of a video."""
 
 # pylint: disable=invalid-name
 
@@ -11,8 +11,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ear_jax import jsonio
 from ear_jax import metrics as metrics_lib
+from ear_jax import parser_lib
+from ear_jax import plots as plots_lib
 from ear_jax import writer as writer_lib
+from ear_jax.data import avvp
+from ear_jax.data import llp_features
 
 MODALITIES = ("audio", "visual", "audio-visual")
 _COLS = ("A", "V", "AV", "Type", "Event")
@@ -22,16 +27,12 @@ _COLS = ("A", "V", "AV", "Type", "Event")
 # Files.
 
 
-write_json = writer_lib.write_json_atomic
-
-
 def load_scores(path: str, key: str | None = None) -> dict | None:
   """The ten metrics + avg from an eval JSON (or its `key` entry); None if
   the file does not exist."""
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    obj = json.load(f)
+  obj = jsonio.read_json(path)
   if key is not None:
     if key not in obj:
       raise KeyError(f"{path} has no entry {key!r}; it has {sorted(obj)}.")
@@ -61,11 +62,6 @@ def collect_tables(
 
 # ----------------------------------------------------------------------------
 # Tables.
-
-
-def text_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
-  """The paper layout in plain text (metrics.format_table)."""
-  return metrics_lib.format_table(rows)
 
 
 def markdown_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
@@ -120,6 +116,7 @@ def write_report(
     heatmaps: Mapping[str, str] = (),
     timelines: Mapping[str, str] = (),
     notes: Sequence[str] = (),
+    figure_notes: Sequence[str] = (),
 ) -> str:
   """Writes the markdown report; image paths are made relative to it.
 
@@ -127,6 +124,7 @@ def write_report(
     tables: {split: {row name: scores}}, one results table per split.
     configs: {section: {dotted field: value}} (see `flat_config`).
     curves, heatmaps, timelines: {caption: PNG path}.
+    notes: lines under the title; figure_notes: figures not drawn, and why.
   """
   root = os.path.dirname(os.path.abspath(path))
   md = [f"# {title}", ""]
@@ -150,16 +148,86 @@ def write_report(
     md += ["## Test-video timelines", ""]
     for caption, png in timelines.items():
       md += [f"### {caption}", "", f"![{caption}]({_rel(png, root)})", ""]
+  if figure_notes:
+    md += ["## Figures not drawn", ""] + [f"- {n}" for n in figure_notes]
+    md += [""]
   if configs:
     md += ["## Configuration", ""]
     for section, fields in configs.items():
       md += [f"### {section}", "", "| field | value |", "|---|---|"]
       md += [f"| `{k}` | `{json.dumps(v)}` |" for k, v in fields.items()]
       md += [""]
-  os.makedirs(root, exist_ok=True)
-  with open(path, "w") as f:
-    f.write("\n".join(md))
+  jsonio.write_text_atomic(path, "\n".join(md))
   return path
+
+
+# ----------------------------------------------------------------------------
+# Figures of a pipeline run (the demo's report).
+
+
+def _timelines(parsers: Mapping[str, tuple], main: str, num_timelines: int,
+               fig_dir: str) -> dict[str, str]:
+  """GT vs every parser on the test videos with the most GT segments."""
+  cfg = parsers[main][0]
+  rec = avvp.read_llp_split(llp_features.annotations_dir(
+      cfg.data.llp_root, cfg.data.llp_annotations_dir), "test")
+  n_gt = rec.gt_a.sum((1, 2)) + rec.gt_v.sum((1, 2))
+  pick = sorted(np.argsort(-n_gt, kind="stable")[:num_timelines])
+  ids = [rec.ids[i] for i in pick]
+  inputs = parser_lib.load_inputs(cfg, ids)
+  preds = {}
+  for run, (c, graphdef, weights, *_) in parsers.items():
+    out = parser_lib.predict(graphdef, weights, inputs, c.eval_batch_size)
+    label = c.model.name.upper()
+    if label in preds:  # e.g. HAN as the main parser and as the baseline
+      label = f"{label} ({run})"
+    preds[label] = metrics_lib.binarize_parser_outputs(
+        out["global_prob"], out["a_logits"], out["v_logits"], c.eval.strict)
+  return {
+      f"test video {vid}": plots_lib.timeline(
+          os.path.join(fig_dir, f"timeline_{vid}.png"),
+          {k: (a[j], v[j]) for k, (a, v) in preds.items()},
+          avvp.LLP_CLASSES, gt=(rec.gt_a[i], rec.gt_v[i]),
+          title=f"test video {vid}")
+      for j, (i, vid) in enumerate(zip(pick, ids))}
+
+
+def figures(workdir: str, curve_runs: Mapping[str, str],
+            parser_runs: Sequence[str], main: str, num_timelines: int
+            ) -> tuple[dict, list[str]]:
+  """Training curves, ERM heatmaps and test timelines of the runs under
+  `workdir`; ({kind: {caption: png}}, notes on figures not drawn).
+
+  curve_runs: {run subdir: plot title}; parser_runs: the stage-3 run subdirs
+  (finished ones are drawn); main: the one whose ERM is drawn. Works with
+  every parser: one without ERM adjacencies (HAN) gets a note instead.
+  """
+  fig_dir = os.path.join(workdir, "figures")
+  curves = {}
+  for name, title in curve_runs.items():
+    png = plots_lib.training_curves(
+        writer_lib.read_metrics(os.path.join(workdir, name)),
+        os.path.join(fig_dir, f"curves_{name}.png"), title=title)
+    if png:
+      curves[name] = png
+  parsers = {name: parser_lib.load_parser(os.path.join(workdir, name))
+             for name in parser_runs
+             if os.path.exists(os.path.join(workdir, name, "eval",
+                                            "test.json"))}
+  heatmaps, timelines, notes = {}, {}, []
+  if main in parsers:
+    cfg, graphdef, weights, *_ = parsers[main]
+    adj = parser_lib.adjacencies(graphdef, weights)
+    if adj:
+      heatmaps = plots_lib.adjacency_heatmaps(
+          adj, avvp.LLP_CLASSES, os.path.join(fig_dir, "erm_"))
+    else:
+      notes.append(
+          f"ERM adjacency heatmaps: not drawn, the `{main}` parser"
+          f" (model.name={cfg.model.name}) has no ERM adjacency matrices.")
+    if num_timelines > 0:
+      timelines = _timelines(parsers, main, num_timelines, fig_dir)
+  return dict(curves=curves, heatmaps=heatmaps, timelines=timelines), notes
 
 
 # ----------------------------------------------------------------------------
@@ -175,6 +243,7 @@ def extract_events(
     class_names: Sequence[str],
     segment_seconds: float = 1.0,
     min_confidence: float = 0.0,
+    gate_CxT: np.ndarray | None = None,
 ) -> list[dict]:
   """Events of one video: the metrics' definition, as onsets and offsets.
 
@@ -182,7 +251,9 @@ def extract_events(
   (metrics.events_from_row); audio-visual events are the runs of the AND of
   the audio and visual rows, as in the metrics. Confidence = the mean
   segment probability over the event (p_a * p_v for audio-visual) times the
-  video-level probability of the class. Offsets are end-exclusive seconds.
+  video-level probability of the class, or, with a per-segment `gate_CxT`
+  (windowed parsing, ear_jax/parsing.py), its maximum over the event.
+  Offsets are end-exclusive seconds.
   """
   pa = np.asarray(pred_a_CxT).astype(bool)
   pv = np.asarray(pred_v_CxT).astype(bool)
@@ -195,6 +266,9 @@ def extract_events(
   if np.shape(video_prob_C) != (C,):
     raise ValueError(f"video_prob_C has shape {np.shape(video_prob_C)};"
                      f" expected ({C},).")
+  if gate_CxT is not None and np.shape(gate_CxT) != pa.shape:
+    raise ValueError(f"gate_CxT has shape {np.shape(gate_CxT)}; expected"
+                     f" {pa.shape}.")
   prob_a = np.asarray(prob_a_CxT, np.float64)
   prob_v = np.asarray(prob_v_CxT, np.float64)
   rows = {"audio": (pa, prob_a), "visual": (pv, prob_v),
@@ -204,7 +278,9 @@ def extract_events(
     pred, prob = rows[modality]
     for c in range(C):
       for start, end in metrics_lib.events_from_row(pred[c]):
-        conf = float(np.mean(prob[c, start:end]) * video_prob_C[c])
+        gate = (video_prob_C[c] if gate_CxT is None
+                else np.max(gate_CxT[c, start:end]))
+        conf = float(np.mean(prob[c, start:end]) * gate)
         if conf < min_confidence:
           continue
         events.append(dict(modality=modality, **{"class": class_names[c]},

@@ -6,9 +6,8 @@ parse restore stage 3; they all go through these three functions.
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from absl import logging
 from flax import nnx
@@ -16,8 +15,10 @@ import jax
 from ml_collections import config_dict
 
 from ear_jax import checkpoint as ckpt_lib
+from ear_jax import jsonio
 from ear_jax import sharding as sharding_lib
 from ear_jax import train_state as ts_lib
+from ear_jax import workdir as workdir_lib
 
 CHOICES = ("auto", "best", "latest")
 
@@ -29,8 +30,7 @@ def read_run_config(workdir: str, expect_stage: str | tuple[str, ...] = ()
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path} not found: is {workdir!r} the workdir"
                             " of an ear-jax run?")
-  with open(path) as f:
-    cfg = config_dict.ConfigDict(json.load(f))
+  cfg = config_dict.ConfigDict(jsonio.read_json(path))
   expect = (expect_stage,) if isinstance(expect_stage, str) else expect_stage
   if expect and cfg.get("stage") not in expect:
     raise ValueError(f"{workdir} is a {cfg.get('stage')!r} run; expected a"
@@ -106,3 +106,24 @@ def restore_run(run_workdir: str, make_model: Callable[[], Any], which: str,
         " use --config.checkpoint=auto (or latest) for such a run.") from e
   step = meta.get("best_step") if which == "best" else meta.get("step")
   return graphdef, weights, int(step), which
+
+
+def finished_with(config, done_file: str,
+                  ignore: Sequence[str] = workdir_lib.IGNORED) -> bool:
+  """The run in config.workdir wrote `done_file` (its last output) with this
+  very config; the (dotted) fields in `ignore`, which change no result,
+  differ freely."""
+  path = os.path.join(config.workdir, workdir_lib.CONFIG)
+  if not (os.path.exists(done_file) and os.path.exists(path)):
+    return False
+  saved = jsonio.read_json(path)
+  current = workdir_lib.config_dict(config)
+  for tree in (saved, current):
+    for name in ignore:
+      *parents, leaf = name.split(".")
+      node = tree
+      for p in parents:
+        node = node.get(p) if isinstance(node, dict) else None
+      if isinstance(node, dict):
+        node.pop(leaf, None)
+  return saved == current

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
-import shutil
 from typing import Any, Callable, Mapping
 
 from absl import logging
@@ -21,7 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ear_jax import checkpoint as ckpt_lib
-from ear_jax import models as models_lib
+from ear_jax import generator_lib
+from ear_jax import jsonio
+from ear_jax import parser_lib
 from ear_jax import train_state as ts_lib
 from ear_jax import workdir as workdir_lib
 from ear_jax.data import avvp
@@ -405,15 +406,10 @@ def run_config_for(source: str, sd: Mapping[str, np.ndarray], base,
 
 
 def make_model_fn(run_cfg) -> Callable[[], nnx.Module]:
-  """make_model() of the run, as stage 2 / stage 3 rebuild it."""
+  """make_model() of the run: the recipes stage 2 / stage 3 rebuild it with."""
   if run_cfg.model.name == "generator":
-    return lambda: models_lib.get_model(
-        "generator", run_cfg.model, rngs=nnx.Rngs(run_cfg.seed))
-  in_a, in_v = llp_features.parser_input_dims(
-      run_cfg.data.features, run_cfg.model.use_3d_with_clip)
-  return lambda: models_lib.get_model(
-      run_cfg.model.name, run_cfg.model, rngs=nnx.Rngs(run_cfg.seed),
-      in_dim_a=in_a, in_dim_v=in_v, num_classes=len(avvp.LLP_CLASSES))
+    return generator_lib.model_factory(run_cfg)
+  return parser_lib.model_factory(run_cfg)
 
 
 def _path_name(path: tuple) -> str:
@@ -483,17 +479,13 @@ def write_run(workdir: str, run_cfg, weights: dict, meta: dict) -> None:
         f"workdir {workdir} is not empty (it holds"
         f" {sorted(os.listdir(workdir))}); import into a new directory (an"
         " imported run is never merged into an existing one).")
-  shutil.rmtree(os.path.join(workdir, "best"), ignore_errors=True)
-  tmp = os.path.join(workdir, f".importing-{os.getpid()}")
-  shutil.rmtree(tmp, ignore_errors=True)
-  try:
+  def save(tmp):
     ckpt = ckpt_lib.Checkpointer(tmp)
     ckpt.save_best(0, weights, meta)
     ckpt.wait()
     ckpt.close()
-    os.replace(os.path.join(tmp, "best"), os.path.join(workdir, "best"))
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+
+  jsonio.write_dir_atomic(os.path.join(workdir, "best"), save)
   with run_cfg.unlocked():
     run_cfg.workdir = workdir
   workdir_lib.write_config(run_cfg)

@@ -36,6 +36,7 @@ import tqdm
 from ear_jax import checkpoint as ckpt_lib
 from ear_jax import sharding as sharding_lib
 from ear_jax import train_state as ts_lib
+from ear_jax import workdir as workdir_lib
 from ear_jax import writer as writer_lib
 from ear_jax.data import pipeline
 
@@ -192,7 +193,6 @@ class FitResult:
   best_step: int | None
   best_value: float | None
   final_step: int
-  graphdef: Any
 
 
 def _nonfinite_check(losses: np.ndarray, first_step: int) -> None:
@@ -222,14 +222,13 @@ def _log_rows(writer, metrics: dict, first_step: int, every: int, lr_fn):
 
 
 def write_config(workdir: str, config) -> None:
+  """<workdir>/config.json on process 0 (workdir.write_config's format)."""
   if jax.process_index() != 0:
     return
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, "config.json")
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
-  os.replace(tmp, path)
+  if os.path.abspath(workdir) != os.path.abspath(config.workdir):
+    raise ValueError(f"write_config({workdir!r}) of a config whose workdir"
+                     f" is {config.workdir!r}.")
+  workdir_lib.write_config(config)
 
 
 def fit(
@@ -352,14 +351,9 @@ def fit(
   if best_weights is None:
     best_weights = final
   return FitResult(weights=best_weights, best_step=best_step,
-                   best_value=best_value, final_step=int(state.step),
-                   graphdef=graphdef)
+                   best_value=best_value, final_step=int(state.step))
 
 
 def merge(graphdef, weights: dict) -> nnx.Module:
+  """The model of `weights` ({"params", "model_state"}) and its graphdef."""
   return nnx.merge(graphdef, weights["params"], weights["model_state"])
-
-
-def read_json(path: str) -> dict:
-  with open(path) as f:
-    return json.load(f)

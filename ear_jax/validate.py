@@ -13,6 +13,9 @@ from typing import Any, Iterator
 from ml_collections import config_dict
 
 from ear_jax import metrics as metrics_lib
+from ear_jax import models as models_lib
+from ear_jax.data import llp_features
+from ear_jax.data import valor_labels
 
 # The metrics each training stage's per-epoch evaluation produces.
 STAGE_METRICS = {
@@ -30,9 +33,10 @@ CHOICES = {
     "*": {"matmul_precision": MATMUL_PRECISIONS},
     "generate_pseudo_labels": {"logits": ("dynamic", "static"),
                                "checkpoint": CHECKPOINT_CHOICES},
-    "train_parser": {"model.name": ("ear", "han"),
-                     "data.features": ("vggish_res152_r2plus1d",
-                                       "clip_clap")},
+    "train_parser": {"model.name": tuple(models_lib.PARSERS),
+                     "data.features": tuple(llp_features.FEATURE_SETS),
+                     "pseudo_labels_format": valor_labels.FORMATS,
+                     "loss.hard_targets": ("threshold", "labels")},
     "evaluate": {"split": ("val", "test"), "checkpoint": CHECKPOINT_CHOICES},
     "parse": {"checkpoint": CHECKPOINT_CHOICES},
     # ear_jax.torch_import.SOURCES

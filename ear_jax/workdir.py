@@ -72,8 +72,7 @@ def read_recorded(workdir: str) -> dict | None:
   if not os.path.isfile(path):
     return None
   try:
-    with open(path, encoding="utf-8") as f:
-      out = json.load(f)
+    out = jsonio.read_json(path)
   except (OSError, ValueError) as e:
     raise WorkdirError(
         f"{path} is unreadable ({e}); it records the config this workdir was"
@@ -178,8 +177,7 @@ def _holder_info() -> dict:
 
 def _read_info(path: str) -> dict:
   try:
-    with open(path, encoding="utf-8") as f:
-      out = json.load(f)
+    out = jsonio.read_json(path)
     return out if isinstance(out, dict) else {}
   except (OSError, ValueError):
     return {}

@@ -13,9 +13,6 @@ import jax
 from ear_jax import jsonio
 
 
-_plain = jsonio.plain
-
-
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -50,7 +47,7 @@ class TensorBoardWriter:
           self.logdir, purge_step=self._purge_step
       )
     for k, v in metrics.items():
-      v = _plain(v)
+      v = jsonio.plain(v)
       if isinstance(v, numbers.Real) and not isinstance(v, bool):
         self._writer.add_scalar(k, float(v), global_step=int(step))
     self._writer.flush()
@@ -93,16 +90,13 @@ class MetricWriter:
     keep = [line for line, row in rows
             if row is not None and row.get("step", 0) <= step]
     if len(keep) != len(rows):
-      tmp = self.path + ".tmp"
-      with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(keep)
-      os.replace(tmp, self.path)
+      jsonio.write_text_atomic(self.path, "".join(keep))
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> None:
     if not self.active:
       return
     row = {"step": int(step)}
-    row.update({k: _plain(v) for k, v in metrics.items()})
+    row.update({k: jsonio.plain(v) for k, v in metrics.items()})
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
     if self.tensorboard is not None:
@@ -139,5 +133,3 @@ def read_metrics(workdir: str, filename: str = "metrics.jsonl") -> list[dict]:
     return []
   return [row for _, row in _read_rows(path) if row is not None]
 
-
-write_json_atomic = jsonio.write_json_atomic

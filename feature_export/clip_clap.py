@@ -13,6 +13,7 @@ from typing import Any
 from absl import logging
 import numpy as np
 
+from ear_jax import jsonio
 from ear_jax.data import features as features_lib
 from feature_export import common
 from feature_export import decode as decode_lib
@@ -182,7 +183,7 @@ class Exporter:
       else:
         emb = self.encode_text(f, prompts)
         common.check_finite("<text>", f, emb)
-        features_lib.save_npy_atomic(path, emb)
+        jsonio.save_npy_atomic(path, emb)
         logging.info("wrote %s %s", path, emb.shape)
       info[f] = entry
     return dict(event_feats=info)
@@ -197,43 +198,18 @@ class Exporter:
 
   # -- video ------------------------------------------------------------------
 
-  def prepare(self, vid: str, path: str, todo) -> common.Prepared:
-    """Decodes and preprocesses one video (runs on a worker thread)."""
+  def prepare(self, vid: str, path: str, todo, chunk_segments: int = 0):
+    """Decodes and preprocesses one video, chunk by chunk (a worker
+    thread); yields common.Prepared."""
     info = decode_lib.probe(path)
     T, pad = common.segment_plan(self.config, info)
-    prep = common.Prepared(vid, path, info=common.video_record(info, T, pad))
+    parts = {}
     if "clip" in todo:
-      try:
-        stats = {}
-        frames = decode_lib.read_frames(
-            info, decode_lib.segment_times(T, 1),
-            lambda fr: fr.to_ndarray(format="rgb24"), stats)
-        common.check_coverage(self.config, T, stats["video_seconds"], "video")
-        pixels = self.pre["clip"](images=frames, return_tensors="np")
-        prep.inputs["clip"] = np.asarray(pixels["pixel_values"], np.float32)
-      except Exception as e:  # pylint: disable=broad-except
-        prep.errors["clip"] = common.reason_of(e)
+      parts[("clip",)] = lambda: _ClipPart(self, info, T)
     if "clap" in todo:
-      try:
-        rate = self.clap_rate
-        wave, real = decode_lib.read_audio(info, rate, T)
-        prep.info["audio_seconds"] = round(real, 4)
-        common.check_coverage(self.config, T, real, "audio")
-        chunks = list(wave.reshape(T, rate))
-        x = self.pre["clap"](chunks, sampling_rate=rate, return_tensors="np")
-        rows = {"input_features": np.asarray(x["input_features"], np.float32)}
-        if "is_longer" in x:
-          # With fusion, HF (like LAION-CLAP's training code) flags one random
-          # clip as "longer" when none is: a training trick that makes
-          # export non-deterministic. A 1-s chunk is longer than the model's
-          # window only if that window is under 1 s; decide it from that.
-          window = getattr(self.pre["clap"], "nb_max_samples", None)
-          longer = window is not None and rate > window
-          rows["is_longer"] = np.full(np.shape(x["is_longer"]), longer)
-        prep.inputs["clap"] = rows
-      except Exception as e:  # pylint: disable=broad-except
-        prep.errors["clap"] = common.reason_of(e)
-    return prep
+      parts[("clap",)] = lambda: _ClapPart(self, info, T)
+    return common.run_parts(vid, path, common.video_record(info, T, pad), T,
+                            chunk_segments, parts)
 
   def batch_size(self, f: str) -> int:
     return int(self.config.get(f"{f}_batch_size"))
@@ -258,3 +234,59 @@ class Exporter:
   def finalize(self, f: str, vid: str, out_TxD: np.ndarray) -> np.ndarray:
     del f, vid
     return common.l2_normalize(out_TxD)
+
+
+class _ClipPart:
+  """CLIP pixels of the frame nearest to each segment centre."""
+
+  def __init__(self, exporter: Exporter, info, T: int):
+    self.exporter, self.T = exporter, T
+    self.times = decode_lib.segment_times(T, 1)
+    self.reader = decode_lib.FrameReader(info)
+
+  def rows(self, lo: int, hi: int) -> dict[str, Any]:
+    frames = self.reader.take(self.times[lo:hi],
+                              lambda fr: fr.to_ndarray(format="rgb24"))
+    pixels = self.exporter.pre["clip"](images=frames, return_tensors="np")
+    return {"clip": np.asarray(pixels["pixel_values"], np.float32)}
+
+  def finish(self, info: dict[str, Any]) -> None:
+    del info
+    common.check_coverage(self.exporter.config, self.T,
+                          self.reader.video_seconds, "video")
+
+  def close(self) -> None:
+    self.reader.close()
+
+
+class _ClapPart:
+  """CLAP input features of each 1-s chunk of mono audio."""
+
+  def __init__(self, exporter: Exporter, info, T: int):
+    self.exporter, self.T = exporter, T
+    self.rate = rate = exporter.clap_rate
+    self.reader = decode_lib.AudioReader(info, rate, T * rate)
+
+  def rows(self, lo: int, hi: int) -> dict[str, Any]:
+    rate, pre = self.rate, self.exporter.pre["clap"]
+    wave = self.reader.read(lo * rate, hi * rate)
+    chunks = list(wave.reshape(hi - lo, rate))
+    x = pre(chunks, sampling_rate=rate, return_tensors="np")
+    rows = {"input_features": np.asarray(x["input_features"], np.float32)}
+    if "is_longer" in x:
+      # With fusion, HF (like LAION-CLAP's training code) flags one random
+      # clip as "longer" when none is: a training trick that makes
+      # export non-deterministic. A 1-s chunk is longer than the model's
+      # window only if that window is under 1 s; decide it from that.
+      window = getattr(pre, "nb_max_samples", None)
+      longer = window is not None and rate > window
+      rows["is_longer"] = np.full(np.shape(x["is_longer"]), longer)
+    return {"clap": rows}
+
+  def finish(self, info: dict[str, Any]) -> None:
+    real = self.reader.real_samples / self.rate
+    info["audio_seconds"] = round(real, 4)
+    common.check_coverage(self.exporter.config, self.T, real, "audio")
+
+  def close(self) -> None:
+    self.reader.close()

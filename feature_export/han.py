@@ -250,56 +250,19 @@ class Exporter:
 
   # -- video ------------------------------------------------------------------
 
-  def prepare(self, vid: str, path: str, todo) -> common.Prepared:
-    """Decodes one video into uint8 crops / log-mel (a worker thread)."""
-    c = self.config
+  def prepare(self, vid: str, path: str, todo, chunk_segments: int = 0):
+    """Decodes one video into uint8 crops / log-mel, chunk by chunk (a
+    worker thread); yields common.Prepared."""
     info = decode_lib.probe(path)
-    T, pad = common.segment_plan(c, info)
-    prep = common.Prepared(vid, path, info=common.video_record(info, T, pad))
-    want_2d, want_3d = "res152" in todo, "r2plus1d_18" in todo
-    k2, k3 = c.frames_per_segment, c.r2plus1d_frames
-
-    def crop2d(fr):
-      return _resize_short_crop(fr.to_image(), c.resnet_resize, c.resnet_crop)
-
-    def crop3d(fr):
-      return _resize_crop(fr.to_image(), tuple(c.r2plus1d_resize),
-                          c.r2plus1d_crop)
-
-    stats = {}
-    try:
-      if want_2d and want_3d and k2 == k3:  # one pass, shared frames
-        both = decode_lib.read_frames(info, decode_lib.segment_times(T, k2),
-                                      lambda fr: (crop2d(fr), crop3d(fr)),
-                                      stats)
-        prep.inputs["res152"] = np.stack([b[0] for b in both])
-        prep.inputs["r2plus1d_18"] = np.stack([b[1] for b in both]).reshape(
-            T, k3, c.r2plus1d_crop, c.r2plus1d_crop, 3)
-      else:
-        if want_2d:
-          prep.inputs["res152"] = np.stack(decode_lib.read_frames(
-              info, decode_lib.segment_times(T, k2), crop2d, stats))
-        if want_3d:
-          prep.inputs["r2plus1d_18"] = np.stack(decode_lib.read_frames(
-              info, decode_lib.segment_times(T, k3), crop3d, stats)).reshape(
-                  T, k3, c.r2plus1d_crop, c.r2plus1d_crop, 3)
-      if stats:
-        common.check_coverage(c, T, stats["video_seconds"], "video")
-    except Exception as e:  # pylint: disable=broad-except
-      for f in ("res152", "r2plus1d_18"):
-        if f in todo:
-          prep.inputs.pop(f, None)
-          prep.errors[f] = common.reason_of(e)
+    T, pad = common.segment_plan(self.config, info)
+    parts = {}
+    visual = tuple(f for f in ("res152", "r2plus1d_18") if f in todo)
+    if visual:
+      parts[visual] = lambda: _FramesPart(self, info, T, visual)
     if "vggish" in todo:
-      try:
-        wave, real = decode_lib.read_audio(info, vggish_lib.SAMPLE_RATE, T)
-        prep.info["audio_seconds"] = round(real, 4)
-        common.check_coverage(c, T, real, "audio")
-        prep.inputs["vggish"] = vggish_lib.log_mel_examples(
-            wave, T, c.vggish_hop_seconds)
-      except Exception as e:  # pylint: disable=broad-except
-        prep.errors["vggish"] = common.reason_of(e)
-    return prep
+      parts[("vggish",)] = lambda: _VGGishPart(self, info, T)
+    return common.run_parts(vid, path, common.video_record(info, T, pad), T,
+                            chunk_segments, parts)
 
   def batch_size(self, f: str) -> int:
     return int(self.config.batch_sizes[f])
@@ -310,3 +273,83 @@ class Exporter:
   def finalize(self, f: str, vid: str, out: np.ndarray) -> np.ndarray:
     del f, vid
     return np.asarray(out, np.float32)
+
+
+class _FramesPart:
+  """ResNet crops (k2 frames per segment) and R(2+1)D clips (k3 frames);
+  one decoding pass when k2 == k3 (shared frames)."""
+
+  def __init__(self, exporter: Exporter, info, T: int, features):
+    c = self.config = exporter.config
+    self.T, self.features = T, features
+    self.k = dict(res152=c.frames_per_segment, r2plus1d_18=c.r2plus1d_frames)
+    self.times = {f: decode_lib.segment_times(T, self.k[f]) for f in features}
+    crop = dict(
+        res152=lambda fr: _resize_short_crop(fr.to_image(), c.resnet_resize,
+                                             c.resnet_crop),
+        r2plus1d_18=lambda fr: _resize_crop(
+            fr.to_image(), tuple(c.r2plus1d_resize), c.r2plus1d_crop))
+    self.shared = len(features) == 2 and len(set(self.k.values())) == 1
+    self.crop = crop
+    groups = [features] if self.shared else [(f,) for f in features]
+    self.readers = {}
+    try:
+      for g in groups:
+        self.readers[g] = decode_lib.FrameReader(info)
+    except BaseException:
+      self.close()
+      raise
+
+  def rows(self, lo: int, hi: int) -> dict[str, Any]:
+    c, out = self.config, {}
+    for group, reader in self.readers.items():
+      k = self.k[group[0]]
+      got = reader.take(self.times[group[0]][lo * k:hi * k],
+                        lambda fr: tuple(self.crop[f](fr) for f in group))
+      for i, f in enumerate(group):
+        x = np.stack([g[i] for g in got])
+        if f == "r2plus1d_18":
+          x = x.reshape(hi - lo, k, c.r2plus1d_crop, c.r2plus1d_crop, 3)
+        out[f] = x
+    return out
+
+  def finish(self, info: dict[str, Any]) -> None:
+    del info
+    seconds = min(r.video_seconds for r in self.readers.values())
+    common.check_coverage(self.config, self.T, seconds, "video")
+
+  def close(self) -> None:
+    for reader in self.readers.values():
+      reader.close()
+
+
+class _VGGishPart:
+  """16-kHz log-mel examples, example t starting at t * vggish_hop_seconds."""
+
+  def __init__(self, exporter: Exporter, info, T: int):
+    self.config, self.T = exporter.config, T
+    rate = vggish_lib.SAMPLE_RATE
+    self.starts = vggish_lib.example_starts(T, self.config.vggish_hop_seconds,
+                                            T * rate)
+    self.reader = decode_lib.AudioReader(info, rate, T * rate)
+
+  def rows(self, lo: int, hi: int) -> dict[str, Any]:
+    s = self.starts[lo:hi]
+    a = int(s[0]) * vggish_lib.HOP
+    if hi == self.T:  # the whole tail, as one read of the clip would
+      b = self.T * vggish_lib.SAMPLE_RATE
+    else:
+      b = (int(s[-1]) + vggish_lib.NUM_FRAMES - 1) * vggish_lib.HOP + (
+          vggish_lib.WINDOW)
+    mel = vggish_lib.log_mel(self.reader.read(a, b))
+    rel = s - s[0]
+    return {"vggish": np.stack(
+        [mel[j:j + vggish_lib.NUM_FRAMES] for j in rel])}
+
+  def finish(self, info: dict[str, Any]) -> None:
+    real = self.reader.real_samples / vggish_lib.SAMPLE_RATE
+    info["audio_seconds"] = round(real, 4)
+    common.check_coverage(self.config, self.T, real, "audio")
+
+  def close(self) -> None:
+    self.reader.close()

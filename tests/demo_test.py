@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from configs import demo as demo_config
+from ear_jax import jsonio
 from ear_jax import metrics as metrics_lib
-from ear_jax import report as report_lib
 from ear_jax import stages as stages_lib
 from ear_jax import trainer as trainer_lib
 from ear_jax import writer as writer_lib
@@ -48,8 +48,8 @@ class FakeStages:
     self.calls.append(("stage1", cfg))
     trainer_lib.write_config(cfg.workdir, cfg)
     _fake_metrics(cfg, "val/seg_av")
-    report_lib.write_json(f"{cfg.workdir}/eval/unav_validation.json",
-                          {"seg_av": 1.0})
+    jsonio.write_json_atomic(f"{cfg.workdir}/eval/unav_validation.json",
+                             {"seg_av": 1.0})
 
   def s2(self, cfg):
     self.calls.append(("stage2", cfg))
@@ -57,7 +57,7 @@ class FakeStages:
     for i, split in enumerate(("val", "test")):
       metrics_lib.write_eval_json(f"{cfg.workdir}/eval/{split}.json",
                                   _scores(i))
-      report_lib.write_json(
+      jsonio.write_json_atomic(
           f"{cfg.workdir}/eval/baselines_{split}.json",
           {"weak_everywhere": metrics_lib.with_avg(_scores(10 + i)),
            "zero_shot": metrics_lib.with_avg(_scores(20 + i))})
@@ -148,6 +148,7 @@ def test_demo_orchestration_tables_report_and_resume(tmp_path, fake_stages,
   kinds = {os.path.basename(p).split("_")[0] for p in pngs}
   assert kinds == {"curves", "erm", "timeline"}
   assert "figures/erm_multi.png" in pngs and "figures/erm_uni_a.png" in pngs
+  assert "Figures not drawn" not in md
   for p in pngs:
     with open(os.path.join(w, p), "rb") as f:
       assert f.read(8) == PNG_MAGIC, p
@@ -172,6 +173,32 @@ def test_demo_orchestration_tables_report_and_resume(tmp_path, fake_stages,
   assert [n for n, _ in fake_stages.calls] == ["stage1", "stage2", "stage3",
                                                "stage3_han"]
   assert capsys.readouterr().out.count("restarting") == 3
+
+
+def test_demo_report_with_han_as_the_main_parser(tmp_path, fake_stages):
+  """Every optional figure works with every parser: HAN has no ERM, so its
+  heatmaps are skipped, with a note in the report; the rest is drawn."""
+  c = _tiny_config(tmp_path)
+  c.stage3.model.name = "han"
+  demo_lib.run(c)
+  assert dict(fake_stages.calls)["stage3"].model.name == "han"
+  w = str(tmp_path)
+  results = json.load(open(f"{w}/results.json"))
+  assert results["figures"]["heatmaps"] == {}
+  assert set(results["figures"]["curves"]) == {"stage1", "stage3",
+                                               "stage3_han"}
+  assert len(results["figures"]["timelines"]) == c.num_timelines > 0
+  md = open(f"{w}/report.md").read()
+  assert "## ERM adjacency matrices" not in md
+  assert "## Figures not drawn" in md
+  assert ("ERM adjacency heatmaps: not drawn, the `stage3` parser"
+          " (model.name=han) has no ERM adjacency matrices.") in md
+  pngs = re.findall(r"\]\(([^)]+\.png)\)", md)
+  assert {os.path.basename(p).split("_")[0] for p in pngs} == {"curves",
+                                                               "timeline"}
+  for p in pngs:
+    with open(os.path.join(w, p), "rb") as f:
+      assert f.read(8) == PNG_MAGIC, p
 
 
 def test_demo_rejects_other_synthetic_settings(tmp_path, fake_stages):
@@ -214,6 +241,37 @@ def test_demo_tiny_real_pipeline_then_parse(tmp_path, capsys):
   p.parser_workdir = str(tmp_path / "stage3")
   p.features_root = str(tmp_path / "data" / "LLP")
   p.annotations_dir = p.features_root
+  # The stage-3 run's own evaluation settings (batch size: same numerics).
+  with open(tmp_path / "stage3" / "config.json") as f:
+    s3 = json.load(f)
+  p.batch_size, p.strict = s3["eval_batch_size"], s3["eval"]["strict"]
+  p.timelines = False
   out = parse_lib.run(p)
   assert len(out["ids"]) == sum(c.synthetic.num_llp)
   assert os.path.exists(tmp_path / "parsed" / "parsed" / "index.json")
+  # The LLP-format CSVs of every parsed video, scored by ear_jax.metrics on
+  # the demo's test split, give exactly the demo's stage3/eval/test.json.
+  from ear_jax.data import avvp
+  rec = avvp.read_llp_split(p.annotations_dir, "test")
+  pred = [avvp.read_llp_eval(tmp_path / "parsed" / "parsed" / f"eval_{m}.csv",
+                             rec.filenames) for m in ("audio", "visual")]
+  got = metrics_lib.avvp_scores(*pred, rec.gt_a, rec.gt_v)
+  with open(tmp_path / "stage3" / "eval" / "test.json") as f:
+    want = json.load(f)
+  assert {k: got[k] for k in metrics_lib.AGGREGATE_KEYS} == {
+      k: want[k] for k in metrics_lib.AGGREGATE_KEYS}
+  # ear-jax's eval stage scores the same CSVs to the same numbers.
+  from configs import eval as eval_config
+  e = eval_config.get_config()
+  e.workdir = str(tmp_path / "eval_csv")
+  e.predictions_dir = str(tmp_path / "parsed" / "parsed")
+  e.data.llp_root = p.annotations_dir
+  from ear_jax.stages import evaluate as evaluate_stage
+  evaluate_stage.run(e)
+  with open(tmp_path / "eval_csv" / "eval" / "test.json") as f:
+    scored = json.load(f)
+  assert {k: scored[k] for k in metrics_lib.AGGREGATE_KEYS} == {
+      k: want[k] for k in metrics_lib.AGGREGATE_KEYS}
+  with pytest.raises(ValueError, match="exactly one of"):
+    e.run_workdir = str(tmp_path / "stage3")
+    evaluate_stage.run(e)

@@ -3,11 +3,13 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from configs import eval as eval_config
 from configs import stage3 as stage3_config
 from ear_jax import metrics as metrics_lib
+from ear_jax.data import avvp
 from ear_jax.data import synthetic
 from ear_jax.stages import evaluate
 from ear_jax.stages import generate_pseudo_labels as stage2
@@ -60,6 +62,17 @@ def test_evaluate_reproduces_stage2_and_stage3_runs(tmp_path):
       got = _read(os.path.join(c.workdir, "eval", f"{split}.json"))
       want = _read(os.path.join(run.workdir, "eval", f"{split}.json"))
       _assert_same_scores(got, want)
+      # Beside the aggregates: per-video values whose means are the
+      # aggregates, and per-class F1 of every class present.
+      with open(os.path.join(c.workdir, "eval", f"{split}_per_video.csv")) as f:
+        head, *lines = [ln.split("\t") for ln in f.read().splitlines()]
+      assert head[0] == "filename" and len(lines) == 8
+      for j, key in enumerate(head[1:], start=1):
+        assert np.mean([float(r[j]) for r in lines]) == pytest.approx(
+            got[key], abs=1e-3), key
+      per_class = _read(os.path.join(c.workdir, "eval",
+                                     f"{split}_per_class.json"))
+      assert list(per_class["seg"]["a"]) == list(avvp.LLP_CLASSES)
       assert got["run_stage"] == run.stage and got["n_videos"] == 8
   assert got["checkpoint"] == "best" and got["strict"] is True
   assert got["step"] == want["step"]
@@ -82,3 +95,13 @@ def test_evaluate_reproduces_stage2_and_stage3_runs(tmp_path):
 def test_evaluate_needs_a_run_workdir(tmp_path):
   with pytest.raises(FileNotFoundError, match="config.json"):
     evaluate.run(eval_cfg(tmp_path / "e", tmp_path / "nothing", "val"))
+
+
+def test_evaluate_csv_predictions_need_an_llp_root(tmp_path):
+  c = eval_config.get_config()
+  c.workdir, c.predictions_dir = str(tmp_path / "e"), str(tmp_path)
+  with pytest.raises(ValueError, match="set --config.data.llp_root"):
+    evaluate.run(c)
+  c.predictions_dir = None
+  with pytest.raises(ValueError, match="exactly one of"):
+    evaluate.run(c)

@@ -110,6 +110,67 @@ def write_sample_clip(path, seed=0):
   return path
 
 
+def repeat_clip(src, dst, seconds):
+  """dst: the clip src played again and again for `seconds` (PyAV decode,
+  MPEG-4 + AAC re-encode at src's frame size, frame rate and audio rate)."""
+  import av
+  with av.open(os.fspath(src)) as c:
+    vs = c.streams.video[0]
+    fps, size = vs.average_rate, (vs.codec_context.width,
+                                  vs.codec_context.height)
+    frames = [f.to_ndarray(format="rgb24") for f in c.decode(vs)]
+  with av.open(os.fspath(src)) as c:
+    rate = c.streams.audio[0].codec_context.sample_rate
+    resampler = av.AudioResampler(format="fltp", layout="stereo", rate=rate)
+    wave = np.concatenate(
+        [f.to_ndarray() for fr in c.decode(c.streams.audio[0])
+         for f in resampler.resample(fr)], axis=1)
+  clip_s = len(frames) / float(fps)
+  n_frames = int(round(seconds * float(fps)))
+  n_samples = int(round(seconds * rate))
+  period = int(round(clip_s * rate))
+  with av.open(os.fspath(dst), "w") as c:
+    out_v = c.add_stream("mpeg4", rate=fps)
+    out_v.width, out_v.height, out_v.pix_fmt = size[0], size[1], "yuv420p"
+    out_v.options = {"qscale": "2"}
+    out_a = c.add_stream("aac", rate=rate, layout="stereo")
+    for i in range(n_frames):
+      frame = av.VideoFrame.from_ndarray(frames[i % len(frames)],
+                                         format="rgb24")
+      for p in out_v.encode(frame):
+        c.mux(p)
+    for p in out_v.encode():
+      c.mux(p)
+    idx = np.arange(n_samples) % period
+    both = np.ascontiguousarray(wave[:, idx].astype(np.float32))
+    for s in range(0, n_samples, 1024):
+      fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(both[:, s:s + 1024]),
+                                      format="fltp", layout="stereo")
+      fr.sample_rate, fr.pts = rate, s
+      for p in out_a.encode(fr):
+        c.mux(p)
+    for p in out_a.encode():
+      c.mux(p)
+  return dst
+
+
+def write_broken_videos(d):
+  """{name: path} of videos the exporters must reject, each for a reason:
+  empty (0 bytes), corrupt (random bytes), noaudio (no audio stream),
+  codec (a Matroska video stream whose codec id no decoder knows)."""
+  d = pathlib.Path(d)
+  d.mkdir(parents=True, exist_ok=True)
+  (d / "empty.mp4").write_bytes(b"")
+  (d / "corrupt.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
+  write_clip(d / "noaudio.mp4", 3.0, 10, audio=False, size=(32, 24))
+  write_clip(d / "codec.mkv", 3.0, 10, size=(32, 24))
+  data = (d / "codec.mkv").read_bytes()
+  assert data.count(b"V_MPEG4/ISO/ASP") == 1
+  (d / "codec.mkv").write_bytes(data.replace(b"V_MPEG4/ISO/ASP",
+                                             b"V_UNKNOWN/XYZ12"))
+  return {p.stem: p for p in sorted(d.iterdir())}
+
+
 def _write_bpe(d, vocab):
   d.mkdir(parents=True, exist_ok=True)
   (d / "vocab.json").write_text(json.dumps(vocab))

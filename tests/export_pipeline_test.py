@@ -31,15 +31,15 @@ from configs import stage2 as stage2_config
 from configs import stage3 as stage3_config
 from ear_jax import config_lib
 from ear_jax import metrics as metrics_lib
-from ear_jax import pseudo_labels as pl_lib
 from ear_jax.data import avvp
 from ear_jax.data import features as features_lib
 from ear_jax.data import llp_features
+from ear_jax.data import pseudo_label_files as pl_files
 from ear_jax.data import synthetic
 from ear_jax.stages import generate_pseudo_labels as stage2_lib
 from ear_jax.stages import pretrain_generator as stage1_lib
 from ear_jax.stages import train_parser as stage3_lib
-from feature_export import common as export_lib
+from feature_export import driver as export_lib
 
 SAMPLE_ID = export_fixtures.SAMPLE_ID
 SPLITS = ("train", "val", "test")
@@ -244,7 +244,7 @@ def run_stage2(llp, manifests, generator_workdir, workdir, monkeypatch):
     np.testing.assert_array_equal(
         text, np.load(llp / features_lib.EVENT_FEATURES[name]))
 
-  manifest = stage2_lib.read_manifest(c.workdir)
+  manifest = pl_files.read_manifest(c.workdir)
   assert manifest["ids"] == IDS
   for m in manifests.values():  # exactly the exported videos
     assert sorted(i for s in SPLITS for i in manifest["ids"][s]) == sorted(
@@ -257,7 +257,8 @@ def run_stage2(llp, manifests, generator_workdir, workdir, monkeypatch):
                     len(IDS[s]), s)
     with open(os.path.join(c.workdir, "eval", f"baselines_{s}.json")) as f:
       assert set(json.load(f)) == {"weak_everywhere", "zero_shot"}
-  pl = pl_lib.read_stage2(c.workdir, ALL_IDS, expect_classes=avvp.LLP_CLASSES)
+  pl = pl_files.read_stage2(c.workdir, ALL_IDS,
+                            expect_classes=avvp.LLP_CLASSES)
   assert pl["a_logit"].shape == pl["v_logit"].shape == (7, 10, 25)
   assert np.isfinite(pl["a_logit"]).all() and np.isfinite(pl["v_logit"]).all()
   return c.workdir

@@ -29,6 +29,7 @@ from ear_jax.data import avvp
 from ear_jax.data import features
 from feature_export import common
 from feature_export import decode
+from feature_export import driver
 from feature_export.nets import r2plus1d
 from feature_export.nets import resnet
 from feature_export.nets import vggish
@@ -177,7 +178,7 @@ def test_clip_clap_export_layout_failures_and_resume(videos_dir, hf_models,
                                                      tmp_path):
   c = _clip_clap_config(videos_dir, tmp_path, hf_models)
   root = tmp_path / "UnAV"
-  m = common.run(c)
+  m = driver.run(c)
   assert m["counts"] == dict(total=4, done=3, skipped=0, failed=1)
   assert m["failures"] == [dict(id="noaudio", features=dict(
       clap="NoAudioError: no audio stream"))]
@@ -213,7 +214,7 @@ def test_clip_clap_export_layout_failures_and_resume(videos_dir, hf_models,
   # retried (its CLAP file is missing) and fails again, CLIP left as it was.
   files = sorted(root.rglob("*.npy"))
   mtimes = {p: p.stat().st_mtime_ns for p in files}
-  m2 = common.run(c)
+  m2 = driver.run(c)
   assert m2["counts"] == dict(total=4, done=0, skipped=3, failed=1)
   assert {p: p.stat().st_mtime_ns for p in files} == mtimes
   assert sorted(root.rglob("*.npy")) == files
@@ -225,13 +226,13 @@ def test_clip_clap_llp_fixed_ten_segments(videos_dir, hf_models, tmp_path):
   """LLP: 10 rows per clip; a 3-s clip needs 7 s of padding and fails."""
   c = _clip_clap_config(videos_dir, tmp_path, hf_models, num_segments=10,
                         classes="llp", features=("clip",))
-  m = common.run(c)
+  m = driver.run(c)
   assert m["counts"]["done"] == 1 and m["counts"]["failed"] == 3
   assert "max_pad_seconds" in m["failures"][0]["features"]["clip"]
   root = tmp_path / "UnAV"
   assert features.load_event_features(root, "clip", 25).shape == (25, 768)
   c.max_pad_seconds = 8.0
-  m = common.run(c)
+  m = driver.run(c)
   assert m["counts"] == dict(total=4, done=3, skipped=1, failed=0)
   assert m["videos"]["clip24"]["padded_seconds"] == pytest.approx(7.0)
   x = features.load_segment_features(root, "clip", ["clip24", SAMPLE_ID])
@@ -247,7 +248,7 @@ def test_clap_export_is_deterministic(videos_dir, hf_models, tmp_path):
   for run in ("a", "b"):
     c = _clip_clap_config(videos_dir, tmp_path / run, hf_models,
                           features=("clap",))
-    common.run(c)
+    driver.run(c)
     out.append({vid: np.load(features.feature_path(tmp_path / run / "UnAV",
                                                    "clap", vid))
                 for vid in (SAMPLE_ID, "clip24", "clip30")})
@@ -261,12 +262,12 @@ def test_clip_clap_missing_models_are_clear_errors(videos_dir, tmp_path,
   c.clap_model = None
   assert config_lib.unset_required(c) == ["clap_model"]
   with pytest.raises(ValueError, match="--config.clap_model") as e:
-    common.run(c)
+    driver.run(c)
   assert ("`hf download laion/clap-htsat-fused --local-dir DIR`"
           in str(e.value))
   c.clap_model = os.fspath(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match="not a directory"):
-    common.run(c)
+    driver.run(c)
 
 
 # ----------------------------------------------------------------------------
@@ -280,7 +281,7 @@ def test_han_export_tiny(videos_dir, tmp_path):
   c.output_root = os.fspath(tmp_path / "LLP")
   c.progress = False
   c.max_pad_seconds = 7.5
-  m = common.run(c)
+  m = driver.run(c)
   assert m["random_init_for_testing"] is True
   assert all(v["weights"] == "random_init_for_testing"
              for v in m["models"].values())
@@ -303,7 +304,7 @@ def test_han_export_tiny(videos_dir, tmp_path):
   np.testing.assert_allclose(x[40:], np.broadcast_to(x[-1], (40, 2048)),
                              rtol=1e-5)
   mtime = features.feature_path(root, "res152", SAMPLE_ID).stat().st_mtime_ns
-  m2 = common.run(c)
+  m2 = driver.run(c)
   assert m2["counts"] == dict(total=4, done=0, skipped=3, failed=1)
   assert features.feature_path(root, "res152",
                                SAMPLE_ID).stat().st_mtime_ns == mtime
@@ -314,14 +315,14 @@ def test_han_missing_weights_error(tmp_path):
   c.random_init_for_testing = False
   c.workdir, c.videos_dir, c.output_root = (os.fspath(tmp_path),) * 3
   with pytest.raises(ValueError) as e:
-    common.run(c)
+    driver.run(c)
   for flag in ("--config.vggish_weights", "--config.resnet_weights",
                "--config.r2plus1d_weights", "random_init_for_testing"):
     assert flag in str(e.value)
   c.features = ("res152",)
   c.resnet_weights = os.fspath(tmp_path / "missing.pth")
   with pytest.raises(FileNotFoundError, match="missing.pth"):
-    common.run(c)
+    driver.run(c)
 
 
 def test_configs():
@@ -545,3 +546,4 @@ def test_vggish_converter_and_pca(tmp_path):
   q = np.asarray(vggish.postprocess(want, mat, mean, True))
   ref_q = np.round((np.clip(ref.T, -2, 2) + 2) * 255 / 4)
   assert np.abs(q - ref_q).max() <= 1 and q.min() >= 0 and q.max() <= 255
+

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
+from ear_jax import jsonio
 from ear_jax.data import features
 
 # pylint: disable=invalid-name
@@ -25,7 +26,7 @@ def _pool_reference(x_LxD, T):
 
 
 def _write(root, name, vid, x):
-  return features.save_npy_atomic(features.feature_path(root, name, vid), x)
+  return jsonio.save_npy_atomic(features.feature_path(root, name, vid), x)
 
 
 def test_layouts():
@@ -75,7 +76,7 @@ def test_adaptive_pool_examples():
 
 def test_save_npy_atomic(tmp_path):
   x = np.arange(12, dtype=np.float64).reshape(3, 4)
-  path = features.save_npy_atomic(tmp_path / "a" / "b" / "x.npy", x)
+  path = jsonio.save_npy_atomic(tmp_path / "a" / "b" / "x.npy", x)
   np.testing.assert_array_equal(np.load(path), x)
   assert np.load(path).dtype == np.float64
   assert os.listdir(path.parent) == ["x.npy"]  # no temporary left behind
@@ -173,7 +174,7 @@ def test_event_features(tmp_path):
   x = rng.standard_normal((25, 768))
   x /= np.linalg.norm(x, axis=1, keepdims=True)
   path = tmp_path / features.EVENT_FEATURES["clip"]
-  features.save_npy_atomic(path, x)
+  jsonio.save_npy_atomic(path, x)
   got = features.load_event_features(tmp_path, "clip", 25)
   assert got.shape == (25, 768) and got.dtype == np.float32
   np.testing.assert_allclose(got, x, rtol=1e-6)
@@ -181,12 +182,12 @@ def test_event_features(tmp_path):
                      r" \(100, 768\)"):
     features.load_event_features(tmp_path, "clip", 100)
   x[4] *= 1.01
-  features.save_npy_atomic(path, x)
+  jsonio.save_npy_atomic(path, x)
   with pytest.raises(ValueError, match=r"1 rows are not L2-normalised \(row 4"
                      r" has norm 1.010000.*re-export"):
     features.load_event_features(tmp_path, "clip", 25)
   x[4] = np.nan
-  features.save_npy_atomic(path, x)
+  jsonio.save_npy_atomic(path, x)
   with pytest.raises(ValueError, match="NaN or inf"):
     features.load_event_features(tmp_path, "clip", 25)
   with pytest.raises(FileNotFoundError, match=r"feats_CLAP/event_feats/"

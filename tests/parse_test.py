@@ -165,9 +165,13 @@ def test_parse_writes_schema_index_and_timelines(parsed_run):
     with open(f"{out}/{entry['json']}") as f:
       parsed = json.load(f)
     assert set(parsed) == {"video_id", "num_segments", "events",
-                           "video_level"}
+                           "video_level", "filename", "duration",
+                           "segment_seconds", "windowing"}
     assert parsed["video_id"] == entry["video_id"]
-    assert parsed["num_segments"] == 10
+    assert parsed["num_segments"] == 10 and entry["status"] == "parsed"
+    assert parsed["windowing"] == dict(window=10, stride=5, starts=[0])
+    # Named by the LLP filename (<id>_<start>_<end>) in the CSVs.
+    assert parsed["filename"].startswith(parsed["video_id"] + "_")
     assert list(parsed["video_level"]) == classes
     assert all(0 <= p <= 1 for p in parsed["video_level"].values())
     check_schema(parsed["events"], classes, 10)
@@ -176,21 +180,48 @@ def test_parse_writes_schema_index_and_timelines(parsed_run):
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_parsed_events_equal_binarised_predictions(parsed_run):
+def test_ten_segment_videos_give_exactly_todays_events(parsed_run):
+  """T = 10 (one window): the events equal the 10-segment path's (all LLP
+  inputs predicted at once, binarize_parser_outputs, extract_events)."""
   # pylint: disable=g-import-not-at-top
+  from ear_jax import parser_lib
   from ear_jax.data import avvp
+  from ear_jax.data import llp_features
   c, _, out = parsed_run
+  cfg, graphdef, weights, _, _ = parser_lib.load_parser(c.parser_workdir)
+  inputs = llp_features.load_parser_inputs(
+      c.features_root, out["ids"], cfg.data.features,
+      cfg.model.use_3d_with_clip)
+  today = parser_lib.predict(graphdef, weights, inputs, c.batch_size)
   pred_a, pred_v = metrics_lib.binarize_parser_outputs(
-      out["global_prob"], out["a_logits"], out["v_logits"], strict=True)
-  np.testing.assert_array_equal(pred_a, out["pred_a"])
+      today["global_prob"], today["a_logits"], today["v_logits"], strict=True)
   assert pred_a.any() and pred_v.any(), "untrained parser predicts nothing"
   for i, vid in enumerate(out["ids"]):
     with open(f"{c.workdir}/parsed/{vid}.json") as f:
-      events = json.load(f)["events"]
-    rows = report_lib.events_to_rows(events, avvp.LLP_CLASSES, 10)
-    np.testing.assert_array_equal(rows["audio"], pred_a[i])
-    np.testing.assert_array_equal(rows["visual"], pred_v[i])
-    np.testing.assert_array_equal(rows["audio-visual"], pred_a[i] & pred_v[i])
+      parsed = json.load(f)
+    assert parsed["events"] == report_lib.extract_events(
+        pred_a[i], pred_v[i], today["a_prob"][i], today["v_prob"][i],
+        today["global_prob"][i], avvp.LLP_CLASSES)
+    assert parsed["video_level"] == {
+        name: round(float(p), 6)
+        for name, p in zip(avvp.LLP_CLASSES, today["global_prob"][i])}
+    np.testing.assert_array_equal(out["parsed"][vid].merged.pred_a, pred_a[i])
+
+
+def test_llp_csvs_score_like_the_predictions(parsed_run):
+  """eval_{audio,visual}.csv read back give the binarised rows exactly."""
+  # pylint: disable=g-import-not-at-top
+  from ear_jax.data import avvp
+  c, _, out = parsed_run
+  rec = avvp.read_llp_split(c.annotations_dir, "test")
+  got = [avvp.read_llp_eval(f"{c.workdir}/parsed/eval_{m}.csv", rec.filenames)
+         for m in ("audio", "visual")]
+  want = [np.stack([getattr(out["parsed"][v].merged, k) for v in rec.ids])
+          for k in ("pred_a", "pred_v")]
+  np.testing.assert_array_equal(got[0], want[0])
+  np.testing.assert_array_equal(got[1], want[1])
+  assert metrics_lib.avvp_scores(*got, rec.gt_a, rec.gt_v) == (
+      metrics_lib.avvp_scores(*want, rec.gt_a, rec.gt_v))
 
 
 def test_parse_rejects_a_workdir_of_another_stage(tmp_path):
@@ -228,7 +259,7 @@ def test_parse_on_features_from_the_exporter(parsed_run, tmp_path,
   # pylint: disable=g-import-not-at-top
   from configs import export_han
   from configs import parse as parse_config
-  from feature_export import common as export_common
+  from feature_export import driver as export_driver
   c_parse, parse_lib, _ = parsed_run
   videos = tmp_path / "videos"
   videos.mkdir()
@@ -238,7 +269,7 @@ def test_parse_on_features_from_the_exporter(parsed_run, tmp_path,
   e.videos_dir = str(videos)
   e.output_root = str(tmp_path / "feats")
   e.progress = False
-  manifest = export_common.run(e)
+  manifest = export_driver.run(e)
   assert manifest["counts"]["done"] == 1 and not manifest["failures"]
   p = parse_config.get_config("tiny")
   p.workdir = str(tmp_path / "parsed")

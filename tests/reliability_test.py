@@ -406,7 +406,7 @@ def _die_at(monkeypatch, where, step):
   original = getattr(ckpt_lib.Checkpointer, method)
 
   def dying(self, s, *a, **kw):
-    if s == step or (where == "best" and self.latest_step() == step - 5):
+    if s == step or (where == "best" and self.latest.latest_step() == step - 5):
       raise _Killed()
     return original(self, s, *a, **kw)
   monkeypatch.setattr(ckpt_lib.Checkpointer, method, dying)

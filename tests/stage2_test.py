@@ -25,6 +25,7 @@ from ear_jax import runs as runs_lib
 from ear_jax import train_state as ts_lib
 from ear_jax import trainer as trainer_lib
 from ear_jax.data import avvp
+from ear_jax.data import pseudo_label_files as pl_files
 from ear_jax.data import synthetic
 from ear_jax.stages import generate_pseudo_labels as stage2
 
@@ -122,8 +123,9 @@ def test_stage2_end_to_end(tmp_path, data_root, caplog):
   assert src["model"] == s1.model.to_dict()
 
   # Eval JSONs, and the saved thresholds / labels reproduce them.
-  pl = {s: pl_lib.read_stage2(c.workdir, recs[s].ids,
-                              expect_classes=avvp.LLP_CLASSES) for s in SPLITS}
+  pl = {s: pl_files.read_stage2(c.workdir, recs[s].ids,
+                                expect_classes=avvp.LLP_CLASSES)
+        for s in SPLITS}
   val = recs["val"]
   np.testing.assert_array_equal(
       pl["val"]["thresholds_a"],

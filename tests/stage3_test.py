@@ -15,6 +15,7 @@ from ear_jax import pseudo_labels as pl_lib
 from ear_jax import writer as writer_lib
 from ear_jax.data import avvp
 from ear_jax.data import llp_features
+from ear_jax.data import pseudo_label_files as pl_files
 from ear_jax.data import synthetic
 from ear_jax.stages import train_parser
 
@@ -32,12 +33,16 @@ def write_fake_stage2(out_dir, llp_root, seed=0):
   logits = lambda n: rng.normal(0.0, 2.0, (n, T, C)).astype(np.float32)
   th_a = np.where(np.arange(C) % 5 == 0, -np.inf, 0.5).astype(np.float32)
   th_v = np.where(np.arange(C) % 7 == 0, -np.inf, -0.5).astype(np.float32)
-  pl_lib.write_stage2(
+  z_a = {s: logits(len(r.ids)) for s, r in recs.items()}
+  z_v = {s: logits(len(r.ids)) for s, r in recs.items()}
+  pl_files.write_stage2(
       out_dir, split_ids={s: r.ids for s, r in recs.items()},
-      a_logits={s: logits(len(r.ids)) for s, r in recs.items()},
-      v_logits={s: logits(len(r.ids)) for s, r in recs.items()},
+      a_logits=z_a, v_logits=z_v,
+      a_labels={s: pl_lib.binarize(z_a[s], th_a, r.weak)
+                for s, r in recs.items()},
+      v_labels={s: pl_lib.binarize(z_v[s], th_v, r.weak)
+                for s, r in recs.items()},
       thresholds_a=th_a, thresholds_v=th_v,
-      weak={s: r.weak for s, r in recs.items()},
       manifest=dict(classes=list(avvp.LLP_CLASSES)))
   return out_dir
 
@@ -150,7 +155,7 @@ def _copy(src, dst):
 
 
 def _edit_manifest(pseudo_dir, **changes):
-  path = os.path.join(pseudo_dir, pl_lib.LLP_DIR, pl_lib.MANIFEST)
+  path = os.path.join(pseudo_dir, pl_files.LLP_DIR, pl_files.MANIFEST)
   m = _read(path)
   m.update(changes)
   with open(path, "w") as f:
@@ -178,8 +183,8 @@ def test_wrong_num_segments_fails(tmp_path, llp):
 def test_missing_train_ids_fail_naming_them(tmp_path, llp):
   bad = _copy(llp[1], tmp_path / "bad")
   vid = avvp.read_llp_split(llp[0], "train").ids[3]
-  os.remove(os.path.join(bad, pl_lib.LLP_DIR,
-                         pl_lib.LOGIT_DIR.format(m="v"), vid + ".npy"))
+  os.remove(os.path.join(bad, pl_files.LLP_DIR,
+                         pl_files.LOGIT_DIR.format(m="v"), vid + ".npy"))
   c = tiny_config(tmp_path / "run", llp[0], bad, "han", "clip_clap")
   with pytest.raises(FileNotFoundError, match=vid) as e:
     train_parser.run(c)

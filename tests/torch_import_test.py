@@ -22,6 +22,7 @@ from ear_jax import torch_import
 from ear_jax import validate as validate_lib
 from ear_jax import workdir as workdir_lib
 from ear_jax.data import avvp
+from ear_jax.data import features as features_lib
 from ear_jax.data import synthetic
 from ear_jax.stages import evaluate as evaluate_stage
 from ear_jax.stages import generate_pseudo_labels as stage2
@@ -59,13 +60,34 @@ def import_run(workdir, checkpoint, source, **overrides):
 
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory):
-  """The synthetic LLP set the whole-model fixture was computed on."""
+  """The synthetic LLP set the whole-model fixtures were computed on."""
   _, x = fixture("uwav_han_synthetic")
   root = tmp_path_factory.mktemp("parity_data")
   synthetic.write_synthetic(root, seed=int(x["cfg/seed"]),
                             num_llp=tuple(int(n) for n in x["cfg/num_llp"]),
-                            num_unav=(4, 2, 2))
+                            num_unav=(4, 2, 2))  # as tools/ SYNTHETIC
   return root
+
+
+FINGERPRINT_FEATURES = ("vggish", "res152", "r2plus1d_18", "clip", "clap")
+
+
+def check_same_data(llp, x):
+  """The synthetic set equals the one the fixture was computed on."""
+  rec = avvp.read_llp_split(str(llp), "test")
+  sums = [float(np.sum(features_lib.load_segment_features(str(llp), n,
+                                                          rec.ids),
+                       dtype=np.float64)) for n in FINGERPRINT_FEATURES]
+  sums += [float(rec.weak.sum()), float(rec.gt_a.sum()),
+           float(rec.gt_v.sum())]
+  if not np.allclose(sums, x["in/data_fingerprint"], rtol=1e-6):
+    raise AssertionError(
+        "ear_jax/data/synthetic.py now writes other data than the parity"
+        " fixtures were computed on (feature/label sums"
+        f" {np.round(sums, 3).tolist()} vs"
+        f" {np.round(x['in/data_fingerprint'], 3).tolist()}); regenerate with"
+        " tools/make_parity_fixtures.py"
+        " --only=uwav_generator_stage2,uwav_han_synthetic.")
 
 
 def test_imported_uwav_han_evaluates_to_the_reference_metrics(
@@ -74,6 +96,7 @@ def test_imported_uwav_han_evaluates_to_the_reference_metrics(
   predictions through ear-jax's metrics (and UWAV's metric code)."""
   sd, x = fixture("uwav_han_synthetic")
   llp = synthetic_root / "LLP"
+  check_same_data(llp, x)
   run = import_run(tmp_path / "han", save_pt(tmp_path / "best.pt", sd),
                    "uwav_han", num_heads=int(x["cfg/num_heads"]),
                    data=dict(llp_root=str(llp)))
@@ -104,6 +127,7 @@ def test_imported_uwav_han_evaluates_to_the_reference_metrics(
 
 def test_imported_uwav_generator_runs_stage2(tmp_path, synthetic_root):
   sd, x = fixture("uwav_generator")
+  check_same_data(synthetic_root / "LLP", fixture("uwav_generator_stage2")[1])
   run = import_run(tmp_path / "gen", save_pt(tmp_path / "g.pt", sd),
                    "uwav_generator", num_heads=int(x["cfg/num_heads"]))
   c = stage2_config.get_config("tiny")

@@ -1,5 +1,6 @@
 """Trainer: schedule, masked padding, resume equality, 4-device == 1-device."""
 
+import importlib.util
 import json
 import os
 
@@ -100,13 +101,19 @@ def test_index_batches_pad_last_batch():
 
 
 def test_fit_learns_and_logs(tmp_path):
-  result = _fit(_config(str(tmp_path), epochs=6))
+  c = _config(str(tmp_path), epochs=6)
+  c.tensorboard = importlib.util.find_spec("tensorboardX") is not None
+  result = _fit(c)
   rows = writer_lib.read_metrics(str(tmp_path))
   losses = [r["train/loss"] for r in rows if "train/loss" in r]
   assert losses[-1] < losses[0]
   assert result.final_step == 6 * 5
   cfg = json.load(open(tmp_path / "config.json"))
   assert cfg["batch_size"] == 8
+  if c.tensorboard:  # the same rows as TensorBoard scalars
+    (events,) = (tmp_path / writer_lib.TENSORBOARD_DIR).iterdir()
+    assert events.name.startswith("events.out.tfevents")
+    assert b"train/loss" in events.read_bytes()
 
 
 class _Killed(Exception):

@@ -464,6 +464,22 @@ def write_synthetic_llp(tmp: str) -> str:
   return os.path.join(tmp, "LLP")
 
 
+FINGERPRINT_FEATURES = ("vggish", "res152", "r2plus1d_18", "clip", "clap")
+
+
+def data_fingerprint(llp: str) -> np.ndarray:
+  """Sums of every test-split feature set and label of the synthetic set:
+  the tests check them first, so a changed data/synthetic.py is named as
+  the cause instead of showing up as a parity failure."""
+  from ear_jax.data import avvp  # pylint: disable=g-import-not-at-top
+  from ear_jax.data import features  # pylint: disable=g-import-not-at-top
+  rec = avvp.read_llp_split(llp, "test")
+  sums = [float(np.sum(features.load_segment_features(llp, name, rec.ids),
+                       dtype=np.float64)) for name in FINGERPRINT_FEATURES]
+  sums += [float(rec.weak.sum()), float(rec.gt_a.sum()), float(rec.gt_v.sum())]
+  return np.asarray(sums, np.float64)
+
+
 def uwav_generator_stage2(root: str) -> None:
   """UWAV's stage 2 with the uwav_generator fixture's weights on the
   synthetic LLP set: main_pretrain.py --mode pseudo_label_generation
@@ -479,6 +495,7 @@ def uwav_generator_stage2(root: str) -> None:
     heads, layers = int(f["cfg/num_heads"]), 2
   with tempfile.TemporaryDirectory() as tmp:
     llp = write_synthetic_llp(tmp)
+    fingerprint = data_fingerprint(llp)
     text = {m: torch.from_numpy(np.load(os.path.join(
         llp, f"feats_{m}", "event_feats", "all_event_feats.npy")))
             for m in ("CLIP", "CLAP")}
@@ -521,7 +538,7 @@ def uwav_generator_stage2(root: str) -> None:
   theta_a, theta_v = eval_utils.calculate_classwise_thresholds(
       args, model, Loader(batches("val")), "cpu")
   arrays = {"out/theta_a": theta_a, "out/theta_v": theta_v,
-            "cfg/layers": np.int32(layers)}
+            "cfg/layers": np.int32(layers), "in/data_fingerprint": fingerprint}
   with torch.no_grad():
     for split in ("train", "val", "test"):
       a, v = model(feats[split]["CLAP"], feats[split]["CLIP"])
@@ -546,6 +563,7 @@ def uwav_han_synthetic(root: str) -> None:
   seed, sizes = SYNTHETIC["seed"], SYNTHETIC["num_llp"]
   with tempfile.TemporaryDirectory() as tmp:
     llp = write_synthetic_llp(tmp)
+    fingerprint = data_fingerprint(llp)
 
     def load(split):
       rec = avvp.read_llp_split(llp, split)
@@ -598,6 +616,7 @@ def uwav_han_synthetic(root: str) -> None:
   arrays.update({
       "cfg/seed": np.int32(seed), "cfg/num_llp": np.asarray(sizes, np.int32),
       "cfg/num_heads": np.int32(arch["nhead"]),
+      "in/data_fingerprint": fingerprint,
       "out/pred_a": np.stack(pred_a), "out/pred_v": np.stack(pred_v)})
   names = {"Seg-a": "seg_a", "Seg-v": "seg_v", "Seg-av": "seg_av",
            "Seg-type": "seg_type", "Seg-event": "seg_event",
@@ -606,6 +625,81 @@ def uwav_han_synthetic(root: str) -> None:
   arrays.update({f"out/metrics/{names[k]}": np.float64(v)
                  for k, v in scores.items()})
   save("uwav_han_synthetic", arrays)
+
+
+# ------------------------------------- published sizes (printed, not saved)
+def full_size(root: str) -> None:
+  """Random reference models at their published sizes, imported through
+  ear_jax.torch_import; prints the largest relative output difference.
+  Writes nothing (8M-parameter state dicts do not belong in the repo)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  from configs import stage1  # pylint: disable=g-import-not-at-top
+  from configs import stage3  # pylint: disable=g-import-not-at-top
+  from ear_jax import torch_import  # pylint: disable=g-import-not-at-top
+  from ear_jax import trainer  # pylint: disable=g-import-not-at-top
+  from ear_jax.data import features  # pylint: disable=g-import-not-at-top
+  with reference_path(os.path.join(root, "uwav")):
+    han_mod = importlib.import_module("model.HAN")
+    tt = importlib.import_module("model.TemporalTransformer")
+  with reference_path(os.path.join(root, "han")):
+    net = importlib.import_module("nets.net_audiovisual")
+  with reference_path(os.path.join(root, "valor")):
+    valor = importlib.import_module("main_network")
+  jax.config.update("jax_default_matmul_precision", "highest")
+  torch.manual_seed(0)
+  B = 2
+  audio, res, st = (torch.randn(B, T, 128), torch.randn(B, 8 * T, 2048),
+                    torch.randn(B, T, 512))
+  pooled = np.stack([features.adaptive_avg_pool1d(x, T) for x in
+                     res.numpy()]).astype(np.float32)
+  batch = {"audio": audio.numpy(),
+           "visual": np.concatenate([pooled, st.numpy()], -1)}
+
+  def rel(ours, theirs):
+    ours, theirs = np.asarray(ours, np.float64), _np(theirs).astype(
+        np.float64)
+    return np.abs(ours - theirs).max() / np.abs(theirs).max()
+
+  def parser(source, model, outs, keys):
+    with torch.no_grad():
+      ref = model.eval()(*outs)
+    sd = torch_import.state_dict_to_numpy(model.state_dict())
+    _, graphdef, weights = torch_import.convert(source, sd,
+                                                stage3.get_config())
+    out = trainer.merge(graphdef, weights)(batch, deterministic=True)
+    print(f"{source} (published size): {max(rel(out[k], r) for k, r in zip(keys, ref)):.2e}")
+
+  keys = ("global_prob", "a_prob", "v_prob", "a_logits", "v_logits")
+  parser("uwav_han", han_mod.HybridAttentionNet(  # scripts/train_han.sh
+      num_classes=C, input_v_2d_dim=2048, input_v_3d_dim=512,
+      input_a_dim=128, hidden_dim=512, nhead=16, ff_dim=2048,
+      num_han_layers=5, num_proj_layers=1, num_MMIL_layers=1),
+         (audio, res, st), keys)
+  parser("han_eccv20", net.MMIL_Net(), (audio, res, st), keys[:3])
+  parser("valor_han", valor.MMIL_Net(argparse.Namespace(  # train_valor.sh
+      hidden_dim=512, input_a_dim=128, input_v_dim=2048, nhead=8,
+      ff_dim=1024, num_layers=1, norm_where="post_norm")),
+         (audio, res, st), keys[:3])
+  text_a = torch.nn.functional.normalize(torch.randn(C, 512), dim=-1)
+  text_v = torch.nn.functional.normalize(torch.randn(C, 768), dim=-1)
+  model = tt.TemporalTransformer(  # scripts/train_transformer.sh
+      input_v_2d_dim=768, input_v_3d_dim=1024, input_a_dim=512,
+      hidden_dim=1024, nhead=16, ff_dim=2048, num_layers=5, dropout=0.3,
+      clap_event_feats=text_a, clip_event_feats=text_v).eval()
+  clap, clip = torch.randn(B, T, 512), torch.randn(B, T, 768)
+  with torch.no_grad():
+    z_a, z_v = model(clap, clip, attn_mask=torch.ones(B, T, T,
+                                                      dtype=torch.bool))
+  _, graphdef, weights = torch_import.convert(
+      "uwav_generator", torch_import.state_dict_to_numpy(model.state_dict()),
+      stage1.get_config())
+  out = trainer.merge(graphdef, weights)(
+      {"clap": clap.numpy(), "clip": clip.numpy(),
+       "valid": np.ones((B, T), np.float32)}, text_a.numpy(),
+      text_v.numpy(), deterministic=True)
+  print(f"uwav_generator (published size): "
+        f"{max(rel(out['z_a'], z_a), rel(out['z_v'], z_v)):.2e}")
 
 
 FIXTURES = {
@@ -617,6 +711,7 @@ FIXTURES = {
     "valor_han": valor_han,
     "uwav_han_synthetic": uwav_han_synthetic,
 }
+CHECKS = {"full_size": full_size}  # --only=full_size; not in the default
 
 
 def main():
@@ -624,7 +719,8 @@ def main():
   parser.add_argument("--reference_root", required=True,
                       help="folder with uwav/, han/ and valor/ checkouts")
   parser.add_argument("--only", default="",
-                      help=f"comma-separated subset of {sorted(FIXTURES)}")
+                      help=f"comma-separated subset of {sorted(FIXTURES)},"
+                      " or full_size (prints published-size parity)")
   args = parser.parse_args()
   for sub in ("uwav", "han", "valor"):
     if not os.path.isdir(os.path.join(args.reference_root, sub)):
@@ -634,10 +730,11 @@ def main():
   import torch  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(1)  # deterministic reductions
   names = [n for n in args.only.split(",") if n] or list(FIXTURES)
+  jobs = dict(FIXTURES, **CHECKS)
   for name in names:
-    if name not in FIXTURES:
-      sys.exit(f"--only: unknown fixture {name!r}; one of {sorted(FIXTURES)}")
-    FIXTURES[name](args.reference_root)
+    if name not in jobs:
+      sys.exit(f"--only: unknown fixture {name!r}; one of {sorted(jobs)}")
+    jobs[name](args.reference_root)
 
 
 if __name__ == "__main__":

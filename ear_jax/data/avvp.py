@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import pathlib
 
 from absl import logging
 import numpy as np
+
+from ear_jax import jsonio
 
 # pylint: disable=invalid-name
 
@@ -163,9 +164,10 @@ def _read_llp_eval(
     classes,
     index,
     split: str,
+    num_segments: int = LLP_NUM_SEGMENTS,
 ) -> np.ndarray:
-  """Dense GT uint8 [N, C, 10] of the clips in `row_of` (exact filename)."""
-  gt = np.zeros((len(row_of), len(classes), LLP_NUM_SEGMENTS), np.uint8)
+  """Dense GT uint8 [N, C, T] of the clips in `row_of` (exact filename)."""
+  gt = np.zeros((len(row_of), len(classes), num_segments), np.uint8)
   ignored, empty = set(), 0
   for lineno, (filename, onset_s, offset_s, label) in _read_tsv(
       path, LLP_EVAL_HEADER
@@ -174,10 +176,10 @@ def _read_llp_eval(
     bounds = []
     for what, s in (("onset", onset_s), ("offset", offset_s)):
       t = int(s) if s.isascii() and s.isdigit() else -1
-      if not 0 <= t <= LLP_NUM_SEGMENTS:
+      if not 0 <= t <= num_segments:
         raise ValueError(
             f"{path}:{lineno}: {what}={s!r} is not an integer second in"
-            f" [0, {LLP_NUM_SEGMENTS}]."
+            f" [0, {num_segments}]."
         )
       bounds.append(t)
     row = row_of.get(filename)
@@ -250,6 +252,31 @@ def read_llp_split(
   return LLPSplit(split, filenames, ids, weak, gt_a, gt_v)
 
 
+def format_llp_eval(rows) -> str:
+  """AVVP_eval_{audio,visual}.csv text of (filename, onset, offset, label)
+  rows: the LLP_EVAL_HEADER columns, tab-separated, integer seconds, end
+  exclusive, one row per event (what the official evaluation reads)."""
+  lines = ["\t".join(LLP_EVAL_HEADER)]
+  for filename, onset, offset, label in rows:
+    for name, x in (("filename", filename), ("label", label)):
+      if not x or any(ch in str(x) for ch in "\t\n\r"):
+        raise ValueError(f"{name} {x!r} is empty or holds a tab/newline.")
+    lines.append(f"{filename}\t{int(onset)}\t{int(offset)}\t{label}")
+  return "\n".join(lines) + "\n"
+
+
+def read_llp_eval(path, filenames, classes=LLP_CLASSES,
+                  num_segments: int = LLP_NUM_SEGMENTS) -> np.ndarray:
+  """uint8 [N, C, T] rows of an AVVP eval CSV (GT or predictions written by
+  format_llp_eval) for `filenames` in that order; rows of other filenames
+  are ignored; a filename without rows is all zeros."""
+  classes = tuple(classes)
+  row_of = {f: i for i, f in enumerate(filenames)}
+  index = {name: c for c, name in enumerate(classes)}
+  return _read_llp_eval(pathlib.Path(path), row_of, classes, index, "given",
+                        num_segments)
+
+
 def _check_split_overlap(adir: pathlib.Path, split: str,
                          line_of_id: dict[str, int]) -> None:
   """An id in two splits (present in adir) is an error naming both lines."""
@@ -295,21 +322,6 @@ def _is_number(x) -> bool:
   return t is int or (t is float and math.isfinite(x))
 
 
-class _DuplicateKey(ValueError):
-  pass
-
-
-def _unique_keys(pairs):
-  out = dict(pairs)
-  if len(out) != len(pairs):
-    seen = set()
-    for k, _ in pairs:
-      if k in seen:
-        raise _DuplicateKey(k)
-      seen.add(k)
-  return out
-
-
 def _load_unav_database(json_path) -> tuple[pathlib.Path, dict]:
   path = pathlib.Path(json_path)
   if not path.is_file():
@@ -318,15 +330,7 @@ def _load_unav_database(json_path) -> tuple[pathlib.Path, dict]:
         " unav100_annotations.json (from the UnAV-100 release, or written by"
         " ear_jax.data.synthetic.write_synthetic)."
     )
-  try:
-    data = json.loads(path.read_bytes(), object_pairs_hook=_unique_keys)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f"{path}: invalid JSON ({e}).") from e
-  except _DuplicateKey as e:
-    raise ValueError(
-        f"{path}: key {e.args[0]!r} appears twice in one object (e.g. a video"
-        " listed twice in \"database\"); JSON readers keep only one copy"
-        " silently. Remove or merge the duplicate.") from e
+  data = jsonio.read_json(path, unique_keys=True)
   if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
     raise ValueError(
         f'{path}: no "database" object at the top level; expected'

@@ -12,7 +12,6 @@ import math
 import os
 import pathlib
 import re
-import uuid
 
 from absl import logging
 import numpy as np
@@ -76,21 +75,6 @@ def available_ids(root, names) -> list[str]:
       ids = {f[:-4] for f in os.listdir(directory) if f.endswith(".npy")}
     found = ids if found is None else found & ids
   return sorted(found or ())
-
-
-def save_npy_atomic(path, array) -> pathlib.Path:
-  """Writes `array` to `path` via a temporary file and os.replace."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-  try:
-    with open(tmp, "wb") as f:
-      np.save(f, np.asarray(array), allow_pickle=False)
-    os.replace(tmp, path)
-  except BaseException:
-    tmp.unlink(missing_ok=True)
-    raise
-  return path
 
 
 @functools.lru_cache(maxsize=1024)
@@ -264,6 +248,42 @@ def load_segment_features(
   logging.info("Loaded %r features %s from %s.", name, out_NxTxD.shape,
                directory)
   return out_NxTxD
+
+
+def segment_rows(x_LxD: np.ndarray, name: str, what: str = "") -> np.ndarray:
+  """One video's stored rows (L, D) of feature `name` -> float32 (T, D),
+  one row per 1-s segment, any T: res152's 8 frames per segment are
+  averaged as load_segment_features does. `what` names the source in
+  errors."""
+  spec = _spec(name)
+  x_LxD = np.asarray(x_LxD)
+  fps = spec.frames_per_segment
+  what = what or f"the {name!r} features"
+  if (x_LxD.ndim != 2 or x_LxD.shape[1] != spec.dim or x_LxD.shape[0] < fps
+      or x_LxD.shape[0] % fps):
+    raise ValueError(
+        f"{what}: shape {x_LxD.shape}; expected (T * {fps}, {spec.dim}) with"
+        f" T >= 1 ({fps} row(s) per 1-s segment), as written by"
+        f" {spec.exporter}.")
+  T = x_LxD.shape[0] // fps
+  if fps == 1:
+    return x_LxD.astype(np.float32)
+  out_TxD = np.empty((T, spec.dim), np.float32)
+  np.matmul(_pool_matrix(len(x_LxD), T, "float32"),
+            x_LxD.astype(np.float32, copy=False), out=out_TxD)
+  return out_TxD
+
+
+def load_video_features(root, name: str, vid: str) -> np.ndarray:
+  """float32 (T, D) of one video of any length (T = its 1-s segments)."""
+  path = feature_path(root, name, vid)
+  if not path.is_file():
+    spec = _spec(name)
+    raise FileNotFoundError(
+        f"{path} not found: the {name!r} features of video {vid!r} are"
+        f" written by {spec.exporter}.")
+  x = _load_file(os.fspath(path), name, _spec(name), None)
+  return segment_rows(x, name, os.fspath(path))
 
 
 def load_event_features(root, name: str, num_classes: int) -> np.ndarray:

@@ -74,3 +74,41 @@ def annotations_dir(llp_root: str, llp_annotations_dir: str | None = None
                     ) -> str:
   """Where the AVVP_*.csv live: the explicit dir, else `llp_root`."""
   return llp_annotations_dir or llp_root
+
+
+def inputs_from_arrays(arrays, features: str, use_3d_with_clip: bool = False,
+                       name: str = "video") -> tuple[np.ndarray, np.ndarray]:
+  """(audio [T, Da], visual [T, Dv]) of one video of any length from its
+  stored feature arrays {feature name: (L, D)} (the exporter's rows)."""
+  audio, visual = _parts(features, use_3d_with_clip)
+  rows = {}
+  for f in [audio] + visual:
+    if f not in arrays:
+      raise ValueError(f"{name}: no {f!r} features; the {features!r} inputs"
+                       f" need {[audio] + visual}.")
+    rows[f] = features_lib.segment_rows(arrays[f], f, f"{name} ({f})")
+  lengths = {f: len(x) for f, x in rows.items()}
+  if len(set(lengths.values())) != 1:
+    raise ValueError(
+        f"{name}: the features cover different numbers of 1-s segments"
+        f" {lengths}; export them from the same video with the same"
+        " num_segments.")
+  return rows[audio], np.concatenate([rows[v] for v in visual], axis=1)
+
+
+def load_video_inputs(root: str, vid: str, features: str,
+                      use_3d_with_clip: bool = False
+                      ) -> tuple[np.ndarray, np.ndarray]:
+  """inputs_from_arrays of video `vid`'s files under dataset root `root`."""
+  audio, visual = _parts(features, use_3d_with_clip)
+  arrays = {f: features_lib.load_video_features(root, f, vid)
+            for f in [audio] + visual}
+  # Already one row per segment: frames_per_segment no longer applies.
+  audio_TxD = arrays.pop(audio)
+  lengths = {audio: len(audio_TxD), **{f: len(x) for f, x in arrays.items()}}
+  if len(set(lengths.values())) != 1:
+    raise ValueError(
+        f"{vid}: the features under {root} cover different numbers of 1-s"
+        f" segments {lengths}; re-export the video.")
+  return audio_TxD, np.concatenate([arrays[v] for v in visual], axis=1)
+

@@ -11,11 +11,13 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import time
 
 from absl import logging
 import numpy as np
 
+from ear_jax import jsonio
 from ear_jax.data import avvp as avvp_lib
 from ear_jax.data import features as features_lib
 
@@ -311,11 +313,7 @@ def _llp_quirks(rows_of, split_filenames, rng):
 
 
 def _write_text(path: pathlib.Path, lines: list[str]) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.tmp")
-  with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-    f.write("\n".join(lines) + "\n")
-  os.replace(tmp, path)
+  jsonio.write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def _latents(world, videos) -> dict[str, list[np.ndarray]]:
@@ -349,7 +347,7 @@ def _write_features(pool, world, rng_seed, space, out_dir, ids, latents,
     futures = futures[-2 * _CHUNK:]
     for i, x in zip(chunk, np.split(feats, np.cumsum(lens)[:-1])):
       futures.append(pool.submit(
-          features_lib.save_npy_atomic, out_dir / spec.subdir / f"{ids[i]}.npy",
+          jsonio.save_npy_atomic, out_dir / spec.subdir / f"{ids[i]}.npy",
           x))
   return futures
 
@@ -403,7 +401,7 @@ def _write_llp(pool, root, world, seed, sizes, ids, han_features,
   for s, space in enumerate(["clip", "clap"] if clip_clap_features else []):
     text = world.text(_rng(seed, 5, 0, s), space, world.llp_latent)
     futures.append(pool.submit(
-        features_lib.save_npy_atomic,
+        jsonio.save_npy_atomic,
         out / features_lib.EVENT_FEATURES[space], text))
   return out, splits, len(filenames) + 1, futures
 
@@ -478,8 +476,9 @@ def _write_unav(pool, root, world, seed, sizes, ids, max_duration,
   out = root / "UnAV"
   out.mkdir(parents=True, exist_ok=True)
   json_path = out / "unav100_annotations.json"
-  json_path.write_text(json.dumps({"version": "unav100", "database": database}))
-  (out / "planted_events.json").write_text(json.dumps(planted))
+  jsonio.write_text_atomic(
+      json_path, json.dumps({"version": "unav100", "database": database}))
+  jsonio.write_text_atomic(out / "planted_events.json", json.dumps(planted))
   futures = []
   latents = _latents(world, videos)
   for s, space in enumerate(["clip", "clap"] if clip_clap_features else []):
@@ -489,7 +488,7 @@ def _write_unav(pool, root, world, seed, sizes, ids, max_duration,
     text = world.text(_rng(seed, 5, 1, s), space,
                       np.arange(len(avvp_lib.UNAV_CLASSES)))
     futures.append(pool.submit(
-        features_lib.save_npy_atomic,
+        jsonio.save_npy_atomic,
         out / features_lib.EVENT_FEATURES[space], text))
   sizes = dict(zip(avvp_lib.UNAV_SPLITS, sizes))
   max_segments = max(avvp_lib.num_segments_of(v["duration"])
@@ -549,3 +548,33 @@ def write_synthetic(
   logging.info("Synthetic dataset written to %s in %.1fs: %s", root,
                time.perf_counter() - t0, summary)
   return summary
+
+
+COMPLETE = ".complete.json"  # written last, with the settings used
+
+
+def written_with(root) -> dict | None:
+  """The settings of the complete synthetic dataset under `root`, or None."""
+  path = os.path.join(os.fspath(root), COMPLETE)
+  return jsonio.read_json(path) if os.path.exists(path) else None
+
+
+def write_once(root, spec: dict) -> bool:
+  """write_synthetic(root, **spec) unless `root` already holds a complete
+  dataset written with `spec` (then False); another spec there is an error.
+  An interrupted write is started over."""
+  spec = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()}
+  done = written_with(root)
+  if done is not None:
+    if done != spec:
+      raise ValueError(
+          f"{root} holds a synthetic dataset written with other settings"
+          f" than config.synthetic={spec}; use a new workdir or delete"
+          f" {root}.")
+    return False
+  for sub in ("LLP", "UnAV"):
+    shutil.rmtree(os.path.join(os.fspath(root), sub), ignore_errors=True)
+  write_synthetic(root, **{
+      k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+  jsonio.write_json_atomic(os.path.join(os.fspath(root), COMPLETE), spec)
+  return True

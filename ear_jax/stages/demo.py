@@ -11,17 +11,13 @@ import time
 
 from absl import logging
 import jax
-import numpy as np
 
+from ear_jax import checkpoint as ckpt_lib
+from ear_jax import jsonio
 from ear_jax import metrics as metrics_lib
-from ear_jax import parser_lib
-from ear_jax import plots as plots_lib
 from ear_jax import report as report_lib
+from ear_jax import runs as runs_lib
 from ear_jax import stages as stages_lib
-from ear_jax import trainer as trainer_lib
-from ear_jax import writer as writer_lib
-from ear_jax.data import avvp
-from ear_jax.data import llp_features
 from ear_jax.data import synthetic
 
 # Table rows: name -> (eval JSON under the workdir, key in it).
@@ -33,11 +29,6 @@ ROWS = {
     "HAN": ("stage3_han/eval/{split}.json", None),
     "EAR": ("stage3/eval/{split}.json", None),
 }
-_DONE = ".complete.json"
-# Fields that change no result (progress bars, logging, where compiled
-# programs are cached).
-_COSMETIC = ("progress", "log_every_steps", "tensorboard",
-             "compilation_cache_dir", "compilation_cache_min_compile_secs")
 # A stage restarts from scratch when a stage it reads ran in this call.
 DEPENDS_ON = {"stage2": ("stage1",), "stage3": ("stage2",),
               "stage3_han": ("stage2",)}
@@ -66,24 +57,12 @@ def prepare_data(config) -> tuple[str, str]:
     return config.data.llp_root, config.data.unav_root
   root = os.path.join(config.workdir, "data")
   spec = config.synthetic.to_dict()
-  spec = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()}
-  done = os.path.join(root, _DONE)
-  if os.path.exists(done):
-    with open(done) as f:
-      if json.load(f) != spec:
-        raise ValueError(
-            f"{root} holds a synthetic dataset written with other settings"
-            f" than config.synthetic={spec}; use a new workdir or delete"
-            f" {root}.")
-    say(f"synthetic data: {root} (already written)")
-  elif jax.process_index() == 0:
-    for sub in ("LLP", "UnAV"):  # an interrupted write: start over
-      shutil.rmtree(os.path.join(root, sub), ignore_errors=True)
+  if synthetic.written_with(root) is not None or jax.process_index() == 0:
     t0 = time.perf_counter()
-    synthetic.write_synthetic(root, **{
-        k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
-    report_lib.write_json(done, spec)
-    say(f"synthetic data: wrote {root} in {time.perf_counter() - t0:.1f} s")
+    if synthetic.write_once(root, spec):
+      say(f"synthetic data: wrote {root} in {time.perf_counter() - t0:.1f} s")
+    else:
+      say(f"synthetic data: {root} (already written)")
   return os.path.join(root, "LLP"), os.path.join(root, "UnAV")
 
 
@@ -126,75 +105,14 @@ def stage_configs(config, llp_root: str, unav_root: str) -> list:
   return stages
 
 
-def _finished(cfg, done_file: str) -> bool:
-  """The stage wrote its last output with this very config."""
-  path = os.path.join(cfg.workdir, "config.json")
-  if not (os.path.exists(done_file) and os.path.exists(path)):
-    return False
-  with open(path) as f:
-    saved = json.load(f)
-  current = json.loads(cfg.to_json_best_effort())
-  for k in _COSMETIC:
-    saved.pop(k, None)
-    current.pop(k, None)
-  return saved == current
-
-
-def _timelines(config, parsers: dict, fig_dir: str) -> dict:
-  """GT vs HAN vs EAR on the test videos with the most GT segments."""
-  cfg = parsers["stage3"][0]
-  rec = avvp.read_llp_split(llp_features.annotations_dir(
-      cfg.data.llp_root, cfg.data.llp_annotations_dir), "test")
-  n_gt = rec.gt_a.sum((1, 2)) + rec.gt_v.sum((1, 2))
-  pick = sorted(np.argsort(-n_gt, kind="stable")[:config.num_timelines])
-  ids = [rec.ids[i] for i in pick]
-  inputs = parser_lib.load_inputs(cfg, ids)
-  preds = {}
-  for c, graphdef, weights, *_ in parsers.values():
-    out = parser_lib.predict(graphdef, weights, inputs, c.eval_batch_size)
-    preds[c.model.name.upper()] = metrics_lib.binarize_parser_outputs(
-        out["global_prob"], out["a_logits"], out["v_logits"], c.eval.strict)
-  return {
-      f"test video {vid}": plots_lib.timeline(
-          os.path.join(fig_dir, f"timeline_{vid}.png"),
-          {k: (a[j], v[j]) for k, (a, v) in preds.items()},
-          avvp.LLP_CLASSES, gt=(rec.gt_a[i], rec.gt_v[i]),
-          title=f"test video {vid}")
-      for j, (i, vid) in enumerate(zip(pick, ids))}
-
-
-def figures(config) -> dict:
-  """Training curves, ERM heatmaps, test timelines; {kind: {caption: png}}."""
-  w = config.workdir
-  fig_dir = os.path.join(w, "figures")
-  curves = {}
-  for name in ("stage1", "stage3", "stage3_han"):
-    png = plots_lib.training_curves(
-        writer_lib.read_metrics(os.path.join(w, name)),
-        os.path.join(fig_dir, f"curves_{name}.png"),
-        title=f"{name} ({config[name].stage})")
-    if png:
-      curves[name] = png
-  parsers = {name: parser_lib.load_parser(os.path.join(w, name))
-             for name in ("stage3_han", "stage3")
-             if os.path.exists(os.path.join(w, name, "eval", "test.json"))}
-  heatmaps, timelines = {}, {}
-  if "stage3" in parsers:
-    _, graphdef, weights, *_ = parsers["stage3"]
-    adj = trainer_lib.merge(graphdef, weights).adjacencies()
-    if adj:
-      heatmaps = plots_lib.adjacency_heatmaps(
-          {k: np.asarray(v) for k, v in adj.items()}, avvp.LLP_CLASSES,
-          os.path.join(fig_dir, "erm_"))
-    if config.num_timelines > 0:
-      timelines = _timelines(config, parsers, fig_dir)
-  return dict(curves=curves, heatmaps=heatmaps, timelines=timelines)
-
-
 def write_outputs(config, stages, tables, seconds) -> str:
   """Figures, report.md and (last, so it marks completion) results.json."""
   w = config.workdir
-  figs = figures(config)
+  figs, figure_notes = report_lib.figures(
+      w, {name: f"{name} ({config[name].stage})"
+          for name in ("stage1", "stage3", "stage3_han")},
+      parser_runs=("stage3_han", "stage3"), main="stage3",
+      num_timelines=config.num_timelines)
   configs = {key: report_lib.flat_config(cfg, KEY_FIELDS)
              for key, _, cfg, _ in stages}
   configs["data"] = dict(
@@ -204,35 +122,22 @@ def write_outputs(config, stages, tables, seconds) -> str:
          for k, v in report_lib.flat_config(config.synthetic).items()})
   path = report_lib.write_report(
       os.path.join(w, "report.md"), title="ear-jax demo report",
-      tables=tables, configs=configs, **figs,
+      tables=tables, configs=configs, **figs, figure_notes=figure_notes,
       notes=[f"Command: `{' '.join(sys.argv)}`", "",
              f"Workdir `{w}`. Wall time per stage (s, last run of each):"
              f" `{json.dumps(seconds)}`.", "",
              "Stage 2 tunes its thresholds on the val GT (as UWAV and EAR"
              " do), so its val row is optimistic; compare methods on test."])
-  report_lib.write_json(os.path.join(w, "results.json"), dict(
+  jsonio.write_json_atomic(os.path.join(w, "results.json"), dict(
       tables=tables,
       rows={n: dict(file=p, key=k) for n, (p, k) in ROWS.items()},
       stage_seconds=seconds, figures=figs))
   return path
 
 
-def _quiet_orbax() -> None:
-  """Keeps orbax's per-save INFO lines out of the demo's console output."""
-  handler = logging.get_absl_handler()
-  if not any(isinstance(f, _OrbaxFilter) for f in handler.filters):
-    handler.addFilter(_OrbaxFilter())
-
-
-class _OrbaxFilter:
-
-  def filter(self, record) -> bool:
-    return record.levelno >= 30 or "orbax" not in record.pathname
-
-
 def run(config):
   t_start = time.perf_counter()
-  _quiet_orbax()
+  ckpt_lib.quiet_info_logs()
   w = config.workdir
   say(f"== ear-jax demo in {w} ==")
   llp_root, unav_root = prepare_data(config)
@@ -244,7 +149,7 @@ def run(config):
       if os.path.exists(cfg.workdir):  # its inputs changed: start over
         say(f"{DEPENDS_ON[key]} ran again: restarting {cfg.workdir}")
         shutil.rmtree(cfg.workdir)
-    elif _finished(cfg, os.path.join(cfg.workdir, done)):
+    elif runs_lib.finished_with(cfg, os.path.join(cfg.workdir, done)):
       say("already finished with this config: skipped")
       continue
     elif os.path.exists(os.path.join(cfg.workdir, "config.json")):
@@ -262,14 +167,13 @@ def run(config):
       say(f"\n== LLP {split} ==" if config.data.llp_root else
           f"\n== LLP {split} (synthetic data: this checks the pipeline, not"
           " the paper's numbers) ==")
-      say(report_lib.text_table(tables[split]))
+      say(metrics_lib.format_table(tables[split]))
   results = os.path.join(w, "results.json")
   report = os.path.join(w, "report.md")
   if timings or not (os.path.exists(results) and os.path.exists(report)):
     seconds = {}
     if os.path.exists(results):
-      with open(results) as f:
-        seconds = json.load(f).get("stage_seconds", {})
+      seconds = jsonio.read_json(results).get("stage_seconds", {})
     seconds.update(timings)
     say("\nwriting figures and the report ...")
     write_outputs(config, stages, tables, seconds)

@@ -18,7 +18,7 @@ from ear_jax.data import llp_features
 _GT_SPLITS = ("val", "test")
 
 
-def _score_parser(config, run_config, rec) -> tuple[dict, dict]:
+def _predict_parser(config, run_config, rec) -> tuple[tuple, dict]:
   graphdef, weights, step, which = runs_lib.restore_run(
       config.run_workdir, parser_lib.model_factory(run_config),
       config.checkpoint)
@@ -27,14 +27,51 @@ def _score_parser(config, run_config, rec) -> tuple[dict, dict]:
   batch_size = config.eval_batch_size or run_config.eval_batch_size
   predictor = parser_lib.make_predictor(
       graphdef, parser_lib.load_inputs(run_config, rec.ids), batch_size)
-  scores = parser_lib.score(predictor, weights, rec, strict)
-  return scores, dict(checkpoint=which, step=step, strict=strict)
+  preds = parser_lib.predictions(predictor, weights, strict)
+  return preds, dict(checkpoint=which, step=step, strict=strict)
+
+
+def _predictions_from_csvs(config):
+  """(rec, pred_a, pred_v) of LLP-format CSVs in config.predictions_dir."""
+  if not config.data.get("llp_root"):
+    raise ValueError("--config.predictions_dir scores against an LLP split:"
+                     " set --config.data.llp_root (the AVVP_*.csv folder).")
+  ann = llp_features.annotations_dir(config.data.llp_root,
+                                     config.data.get("llp_annotations_dir"))
+  rec = avvp.read_llp_split(ann, config.split)
+  pred_a, pred_v = (avvp.read_llp_eval(
+      os.path.join(config.predictions_dir, f"eval_{m}.csv"), rec.filenames)
+                    for m in ("audio", "visual"))
+  return rec, pred_a, pred_v
+
+
+def _write(config, rec, pred_a, pred_v, source: str, **extra):
+  """eval/<split>.json (ten aggregates + avg) and the per-class / per-video
+  files beside it."""
+  scores = metrics_lib.avvp_scores(pred_a, pred_v, rec.gt_a, rec.gt_v)
+  metrics_lib.write_eval_details(
+      os.path.join(config.workdir, "eval"), config.split, rec.filenames,
+      avvp.LLP_CLASSES, pred_a, pred_v, rec.gt_a, rec.gt_v)
+  row = metrics_lib.write_eval_json(
+      os.path.join(config.workdir, "eval", f"{config.split}.json"), scores,
+      extra=dict(split=config.split, n_videos=len(rec.ids), **extra))
+  logging.info("%s on LLP %s:\n%s", source, config.split,
+               metrics_lib.format_table({extra.get("run_stage", "csv"): row}))
 
 
 def run(config):
   if config.split not in _GT_SPLITS:
     raise ValueError(f"config.split={config.split!r}; expected one of"
                      f" {_GT_SPLITS} (LLP has dense labels only there).")
+  if bool(config.run_workdir) == bool(config.get("predictions_dir")):
+    raise ValueError("set exactly one of --config.run_workdir (a stage-2/3"
+                     " run) and --config.predictions_dir (LLP-format CSVs).")
+  if config.get("predictions_dir"):
+    rec, pred_a, pred_v = _predictions_from_csvs(config)
+    trainer_lib.write_config(config.workdir, config)
+    _write(config, rec, pred_a, pred_v, config.predictions_dir,
+           predictions_dir=os.path.abspath(config.predictions_dir))
+    return
   run_config = runs_lib.read_run_config(
       config.run_workdir, ("train_parser", "generate_pseudo_labels"))
   # Paths given here win over the run's (the data may have moved).
@@ -51,14 +88,11 @@ def run(config):
   trainer_lib.write_config(config.workdir, config)
 
   if run_config.stage == "train_parser":
-    scores, extra = _score_parser(config, run_config, rec)
+    (pred_a, pred_v), extra = _predict_parser(config, run_config, rec)
   else:
-    scores = generator_lib.score_pseudo_labels(config.run_workdir, rec)
+    pred_a, pred_v = generator_lib.pseudo_label_predictions(
+        config.run_workdir, rec)
     extra = {}
-  row = metrics_lib.write_eval_json(
-      os.path.join(config.workdir, "eval", f"{config.split}.json"), scores,
-      extra=dict(split=config.split, n_videos=len(rec.ids),
-                 run_workdir=os.path.abspath(config.run_workdir),
-                 run_stage=run_config.stage, **extra))
-  logging.info("%s on LLP %s:\n%s", config.run_workdir, config.split,
-               metrics_lib.format_table({run_config.stage: row}))
+  _write(config, rec, pred_a, pred_v, config.run_workdir,
+         run_workdir=os.path.abspath(config.run_workdir),
+         run_stage=run_config.stage, **extra)

@@ -6,39 +6,25 @@ The method: docs/METHOD.md, "Stage 2".
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 
 from absl import logging
 
 from ear_jax import generator_lib
+from ear_jax import jsonio
 from ear_jax import metrics as metrics_lib
 from ear_jax import pseudo_labels as pl_lib
 from ear_jax import runs as runs_lib
 from ear_jax import trainer as trainer_lib
-from ear_jax import writer as writer_lib
 from ear_jax.data import avvp
 from ear_jax.data import llp_features
+from ear_jax.data import pseudo_label_files as pl_files
 
 SPLITS = avvp.LLP_SPLITS
 
 
-def pl_dir(workdir: str) -> str:
-  return os.path.join(workdir, pl_lib.LLP_DIR)
-
-
-def read_manifest(workdir: str) -> dict | None:
-  path = os.path.join(pl_dir(workdir), pl_lib.MANIFEST)
-  if not os.path.isfile(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
-
-
 def _up_to_date(config, source: dict, ids: dict) -> bool:
-  manifest = read_manifest(config.workdir)
+  manifest = pl_files.read_manifest(config.workdir)
   if manifest is None:
     return False
   files = [os.path.join(config.workdir, "eval", f"{p}{s}.json")
@@ -48,29 +34,13 @@ def _up_to_date(config, source: dict, ids: dict) -> bool:
           and manifest.get("ids") == ids)
 
 
-def _write_stage2_atomic(workdir, **kw):
-  """Writes LLP_Dataset/ beside the old one, then swaps it in."""
-  os.makedirs(workdir, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".stage2-", dir=workdir)
-  try:
-    pl_lib.write_stage2(tmp, **kw)
-    old = pl_dir(workdir) + ".old"
-    if os.path.exists(pl_dir(workdir)):
-      shutil.rmtree(old, ignore_errors=True)
-      os.replace(pl_dir(workdir), old)
-    os.replace(os.path.join(tmp, pl_lib.LLP_DIR), pl_dir(workdir))
-    shutil.rmtree(old, ignore_errors=True)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _log_tables(workdir: str) -> None:
   for s in ("val", "test"):
     rows = {}
-    base = trainer_lib.read_json(
+    base = jsonio.read_json(
         os.path.join(workdir, "eval", f"baselines_{s}.json"))
     rows.update({f"{s} {k}": v for k, v in base.items() if isinstance(v, dict)})
-    rows[f"{s} pseudo-labels"] = trainer_lib.read_json(
+    rows[f"{s} pseudo-labels"] = jsonio.read_json(
         os.path.join(workdir, "eval", f"{s}.json"))
     logging.info("stage 2, LLP %s:\n%s", s, metrics_lib.format_table(rows))
 
@@ -94,7 +64,7 @@ def run(config):
                 logits=config.logits, model=gen_config.model.to_dict())
   if _up_to_date(config, source, ids):
     logging.info("%s is up to date (generator step %d, same ids): skipped.",
-                 pl_dir(config.workdir), step)
+                 pl_files.llp_dir(config.workdir), step)
     _log_tables(config.workdir)
     return
 
@@ -112,20 +82,22 @@ def run(config):
     weak = generator_lib.weak_everywhere_scores(splits[s])
     base = {"weak_everywhere": metrics_lib.with_avg(weak),
             "zero_shot": metrics_lib.with_avg(zs_scores[s])}
-    writer_lib.write_json_atomic(
+    jsonio.write_json_atomic(
         os.path.join(config.workdir, "eval", f"baselines_{s}.json"), base)
 
   # write_stage2 adds the ids, T and thresholds.
   manifest = dict(classes=list(avvp.LLP_CLASSES), source=source)
-  _write_stage2_atomic(
+  out = pl_files.publish_stage2(
       config.workdir,
       split_ids=ids,
       a_logits={s: za[s] for s in SPLITS},
       v_logits={s: zv[s] for s in SPLITS},
+      a_labels={s: pl_lib.binarize(za[s], th_a, splits[s].weak)
+                for s in SPLITS},
+      v_labels={s: pl_lib.binarize(zv[s], th_v, splits[s].weak)
+                for s in SPLITS},
       thresholds_a=th_a, thresholds_v=th_v,
-      weak={s: splits[s].weak for s in SPLITS},
       manifest=manifest)
-  logging.info("stage 2: wrote %s (generator %s step %d)",
-               pl_dir(config.workdir), which, step)
+  logging.info("stage 2: wrote %s (generator %s step %d)", out, which, step)
   _log_tables(config.workdir)
 

@@ -1,4 +1,5 @@
-"""Parse videos with a trained stage-3 parser: events JSON, index, timelines."""
+"""Parse videos of any length with a trained stage-3 parser (configs/parse.py):
+raw videos or features -> events JSON, LLP-format CSVs, timelines, manifest."""
 
 from __future__ import annotations
 
@@ -8,10 +9,8 @@ from absl import logging
 import jax
 import tqdm
 
-from ear_jax import metrics as metrics_lib
-from ear_jax import parser_lib
+from ear_jax import parsing
 from ear_jax import plots as plots_lib
-from ear_jax import report as report_lib
 from ear_jax.data import avvp
 from ear_jax.data import features as features_lib
 from ear_jax.data import llp_features
@@ -37,65 +36,98 @@ def ground_truth(annotations_dir: str | None) -> dict:
   return gt
 
 
+def llp_filenames(annotations_dir: str | None) -> dict[str, str]:
+  """{id: LLP filename} of every split CSV in annotations_dir."""
+  names = {}
+  for split, csv in avvp.LLP_SPLIT_FILES.items():
+    if annotations_dir and os.path.exists(os.path.join(annotations_dir, csv)):
+      rec = avvp.read_llp_split(annotations_dir, split)
+      names.update(zip(rec.ids, rec.filenames))
+  return names
+
+
+def _sources(config, parser):
+  """(root, ids, filenames, records, failures) from features or videos."""
+  if config.videos:
+    from feature_export import driver  # pylint: disable=g-import-not-at-top
+    root = os.path.join(config.workdir, "features")
+    exported = driver.export_for(
+        parser.features, {"clip_clap": config.export_clip_clap,
+                          "han": config.export_han},
+        config.videos, root, config.workdir)
+    ids = [vid for vid, _ in exported["videos"]]
+    names = {vid: os.path.splitext(os.path.basename(p))[0]
+             for vid, p in exported["videos"]}
+    return root, ids, names, exported["records"], exported["failures"]
+  ids = features_lib.available_ids(config.features_root, parser.features)
+  if not ids and not config.ids:
+    raise FileNotFoundError(
+        f"{config.features_root} holds no video with all of the"
+        f" {parser.feature_set!r} features {parser.features}; point"
+        " features_root at a dataset root in the published layouts.")
+  return config.features_root, ids, {}, {}, {}
+
+
 def run(config) -> dict:
-  """Parses the videos; returns the predictions (ids, probabilities, rows)."""
-  cfg, graphdef, weights, step, which = parser_lib.load_parser(
-      config.parser_workdir, config.checkpoint)
-  feature_set = cfg.data.features
-  use_3d = cfg.model.get("use_3d_with_clip", False)
+  """Parses the videos; returns {"ids", "parsed": {id: Parsed}, "rows"}."""
+  if bool(config.features_root) == bool(config.videos):
+    raise ValueError("set exactly one of --config.features_root (features on"
+                     " disk) and --config.videos (a folder of raw videos).")
+  parser = parsing.Parser.from_workdir(
+      config.parser_workdir, config.checkpoint, window=config.window,
+      stride=config.stride or None, batch_size=config.batch_size,
+      strict=config.strict, min_confidence=config.min_confidence)
+  out_dir = os.path.join(config.workdir, "parsed")
+  root, ids, names, records, failures = _sources(config, parser)
   if config.ids:
     ids = list(dict.fromkeys(i.strip() for i in config.ids.split(",")
                              if i.strip()))
-  else:
-    names = llp_features.feature_names(feature_set, use_3d)
-    ids = features_lib.available_ids(config.features_root, names)
-    if not ids:
-      raise FileNotFoundError(
-          f"{config.features_root} holds no video with all of the"
-          f" {feature_set!r} features {names}; point features_root at a"
-          " dataset root in the published layouts.")
-  inputs = llp_features.load_parser_inputs(
-      config.features_root, ids, feature_set, use_3d,
-      num_workers=config.data.num_load_workers)
-  logging.info("parsing %d videos with %s (%s, step %s)", len(ids),
-               config.parser_workdir, cfg.model.name, step)
-  out = parser_lib.predict(graphdef, weights, inputs, config.batch_size)
-  pred_a, pred_v = metrics_lib.binarize_parser_outputs(
-      out["global_prob"], out["a_logits"], out["v_logits"], config.strict)
+  names = {**llp_filenames(config.annotations_dir), **names}
   gt = ground_truth(config.annotations_dir)
-  classes = list(avvp.LLP_CLASSES)
-  num_segments = pred_a.shape[-1]
-  index = []
-  bar = tqdm.tqdm(ids, desc="parse", disable=not config.progress
+  settings = dict(parser.info, window=parser.window, stride=parser.stride,
+                  strict=parser.strict, min_confidence=parser.min_confidence)
+  rows = parsing.reusable_rows(out_dir, settings)
+  parsed, todo = {}, []
+  for vid in ids:
+    if vid in failures:
+      rows[vid] = dict(video_id=vid, status="failed", reason=failures[vid])
+    elif vid not in rows:
+      todo.append(vid)
+  logging.info("parsing %d videos (%d done before, %d failed to export)"
+               " with %s", len(todo), sum(v in rows for v in ids) - len(
+                   failures), len(failures), parser.info)
+  bar = tqdm.tqdm(total=len(todo), desc="parse", disable=not config.progress
                   or jax.process_index() != 0)
-  for i, vid in enumerate(bar):
-    events = report_lib.extract_events(
-        pred_a[i], pred_v[i], out["a_prob"][i], out["v_prob"][i],
-        out["global_prob"][i], classes, min_confidence=config.min_confidence)
-    parsed = dict(
-        video_id=vid, num_segments=int(num_segments), events=events,
-        video_level={c: round(float(p), 6)
-                     for c, p in zip(classes, out["global_prob"][i])})
-    rel_json = f"parsed/{vid}.json"
-    report_lib.write_json(os.path.join(config.workdir, rel_json), parsed)
-    entry = dict(video_id=vid, json=rel_json, num_events=len(events),
-                 has_gt=vid in gt)
-    if config.timelines:
-      entry["timeline"] = f"timelines/{vid}.png"
-      plots_lib.timeline(
-          os.path.join(config.workdir, entry["timeline"]),
-          {"prediction": (pred_a[i], pred_v[i])}, classes, gt=gt.get(vid),
-          title=f"{vid} ({cfg.model.name} parser)")
-    index.append(entry)
-  report_lib.write_json(
-      os.path.join(config.workdir, "parsed", "index.json"),
-      dict(parser_workdir=os.path.abspath(config.parser_workdir),
-           model=cfg.model.name, checkpoint=which,
-           checkpoint_step=step, features=feature_set,
-           features_root=os.path.abspath(config.features_root),
-           strict=bool(config.strict),
-           min_confidence=float(config.min_confidence),
-           segment_seconds=1.0, videos=index))
-  logging.info("wrote %d parsed videos to %s", len(ids),
-               os.path.join(config.workdir, "parsed"))
-  return dict(out, ids=ids, pred_a=pred_a, pred_v=pred_v)
+  for lo in range(0, len(todo), config.videos_per_step):
+    items = []
+    for vid in todo[lo:lo + config.videos_per_step]:
+      try:
+        inputs = llp_features.load_video_inputs(
+            root, vid, parser.feature_set, parser.use_3d)
+        items.append((vid, *parser.check_inputs(*inputs, name=vid)))
+      except (ValueError, FileNotFoundError) as e:
+        rows[vid] = dict(video_id=vid, status="failed", reason=str(e))
+    for p in parser.parse_many(items):
+      vid, T = p.video_id, p.merged.num_segments
+      rows[vid] = parsing.write_parsed(
+          out_dir, p, parser, duration=records.get(vid, {}).get("duration"),
+          filename=names.get(vid, vid), has_gt=vid in gt)
+      if config.timelines:
+        truth = gt.get(vid)
+        rows[vid]["timeline"] = f"timelines/{vid}.png"
+        plots_lib.timeline(
+            os.path.join(config.workdir, rows[vid]["timeline"]),
+            {"prediction": (p.merged.pred_a, p.merged.pred_v)},
+            parser.classes,
+            gt=truth if truth is not None and truth[0].shape[1] == T else None,
+            title=f"{vid} ({parser.info['model']} parser, {T} s)")
+      parsed[vid] = p
+    bar.update(len(items))
+    parsing.write_index(out_dir, settings, rows, ids)
+  bar.close()
+  parsing.write_index(out_dir, settings, rows, ids)
+  csvs = parsing.write_llp_csvs(out_dir, rows)
+  n_failed = sum(r["status"] == "failed" for r in rows.values())
+  logging.info("%d videos parsed, %d failed; %s; CSVs %s", len(rows) -
+               n_failed, n_failed, os.path.join(out_dir, "index.json"), csvs)
+  return dict(ids=ids, parsed=parsed, rows=rows)

@@ -21,7 +21,9 @@ def run(config):
                                      config.data.llp_annotations_dir)
   train_rec, val_rec, test_rec = (avvp.read_llp_split(ann, s)
                                   for s in avvp.LLP_SPLITS)
-  pl = parser_lib.load_pseudo_labels(config.pseudo_labels_dir, train_rec.ids)
+  pl = parser_lib.load_pseudo_labels(
+      config.pseudo_labels_dir, train_rec.ids,
+      config.get("pseudo_labels_format", "uwav"), config.loss)
   train = parser_lib.train_data(config, train_rec, pl)
   loss_args = parser_lib.loss_args_from_pseudo_labels(pl)
   logging.info("LLP: %d train, %d val, %d test; features %s; pseudo-labels"

@@ -56,18 +56,27 @@ def log_mel(wave_16k: np.ndarray) -> np.ndarray:
   return np.log(spec @ _MEL + LOG_OFFSET).astype(np.float32)
 
 
+def example_starts(num_examples: int, hop_seconds: float,
+                   num_samples: int) -> np.ndarray:
+  """Log-mel frame index where example t starts (t * hop_seconds), checked
+  against the frames that `num_samples` samples of audio give."""
+  starts = np.round(np.arange(num_examples) * hop_seconds * SAMPLE_RATE / HOP)
+  starts = starts.astype(np.int64)
+  frames = 1 + (num_samples - WINDOW) // HOP
+  if starts[-1] + NUM_FRAMES > frames:
+    raise ValueError(
+        f"{num_examples} examples need {starts[-1] + NUM_FRAMES} log-mel"
+        f" frames; the audio gives {frames} (pad it to the full length)"
+    )
+  return starts
+
+
 def log_mel_examples(
     wave_16k: np.ndarray, num_examples: int, hop_seconds: float = 1.0
 ) -> np.ndarray:
   """[num_examples, 96, 64]: example t starts at t * hop_seconds."""
+  starts = example_starts(num_examples, hop_seconds, np.size(wave_16k))
   mel = log_mel(wave_16k)
-  starts = np.round(np.arange(num_examples) * hop_seconds * SAMPLE_RATE / HOP)
-  starts = starts.astype(np.int64)
-  if starts[-1] + NUM_FRAMES > mel.shape[0]:
-    raise ValueError(
-        f"{num_examples} examples need {starts[-1] + NUM_FRAMES} log-mel"
-        f" frames; the audio gives {mel.shape[0]} (pad it to the full length)"
-    )
   return np.stack([mel[s:s + NUM_FRAMES] for s in starts])
 
 

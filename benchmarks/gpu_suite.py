@@ -191,8 +191,8 @@ def section_steps(pb, args):
   res = dict(batch_stage3=batch3, batch_stage1=batch1, segments_stage1=t1,
              steps_per_call=steps)
   combos = [(p, n) for p in PRECISIONS for n in ("ear", "han", "generator")]
-  if tiny:  # each code path once (parser, generator; every precision)
-    combos = [("float32", "ear"), ("tf32", "han"), ("bfloat16", "generator")]
+  if tiny:  # each code path once (parser, generator), HAN compiles fastest
+    combos = [("float32", "han"), ("bfloat16", "generator")]
   for prec, name in combos:
     dtype, matmul = PRECISIONS[prec]
     with _precision_ctx(matmul):
@@ -356,7 +356,7 @@ def section_inference(pb, args):
   res = dict(videos=n, batch=b)
   combos = [(p, m) for p in ("tf32", "bfloat16") for m in ("han", "ear")]
   if tiny:
-    combos = [("tf32", "han"), ("bfloat16", "ear")]
+    combos = [("bfloat16", "han")]
   for prec, name in combos:
     dtype, matmul = PRECISIONS[prec]
     with _precision_ctx(matmul):
@@ -378,10 +378,8 @@ def section_export(args):
   if tiny:
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=2, patch_size=16, image_size=64)
-    audio = dict(enable_fusion=True, hidden_size=96, depths=[1, 1, 1, 1],
-                 num_attention_heads=[1, 1, 2, 2], spec_size=64,
-                 window_size=4, patch_stride=[4, 4], num_mel_bins=64)
-    img, batch, reps = 64, 2, 1
+    audio = dict(enable_fusion=True, depths=[1, 1, 1, 1])
+    img, batch, reps = 64, 1, 1
   else:
     vision = dict(hidden_size=1024, intermediate_size=4096,
                   num_hidden_layers=24, num_attention_heads=16,
@@ -400,7 +398,7 @@ def section_export(args):
   try:
     clap = transformers.ClapModel(transformers.ClapConfig(
         audio_config=audio, projection_dim=512)).eval().to(device, dtype)
-    frames = 1001 if not tiny else 64  # <= spec_size * (spec_size // mels)
+    frames = 1001  # 10 s of 48 kHz audio, HTSAT's input
     xa = torch.randn(batch, 4, frames, 64, device=device, dtype=dtype)
     longer = torch.zeros(batch, 1, dtype=torch.bool, device=device)
     res["clap"] = _torch_rate(torch, device, lambda: clap.get_audio_features(
@@ -476,7 +474,8 @@ def main(argv=None) -> dict:
       return 0.0
     return epochs * (spe * ms / 1e3 + eval_s) + 60.0
 
-  suite.run("stage3_run", lambda: section_stage3_run(args, workdir),
+  suite.run("stage3_run", lambda: section_stage3_run(
+      args, workdir, "han" if args.dry_run else "ear"),
             estimate("ear_tf32", 157, args.epochs, 0.3))
   suite.run("stage1_run", lambda: section_stage1_run(args, workdir),
             estimate("generator_tf32", 102, args.epochs, 0.3))

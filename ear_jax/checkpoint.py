@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import sys
-import weakref
 from typing import Any
 
 from absl import logging
@@ -77,9 +76,9 @@ def _manager(directory: str, max_to_keep: int) -> ocp.CheckpointManager:
   )
 
 
-# Checkpointers of this process by workdir (weakly held).
-_OPEN: "weakref.WeakValueDictionary[str, Checkpointer]" = (
-    weakref.WeakValueDictionary())
+# The open Checkpointer of each workdir in this process, held until close():
+# one whose fit raised may still be writing in the background.
+_OPEN: dict = {}
 
 
 class Checkpointer:

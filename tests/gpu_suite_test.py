@@ -32,13 +32,13 @@ def test_dry_run_writes_every_section(tmp_path):
   assert set(sections) == {"env", "steps", "stage3_run", "stage1_run",
                            "inference", "export", "torch"}
   steps = sections["steps"]
-  for key in ("ear_float32", "han_tf32", "generator_bfloat16"):
+  for key in ("han_float32", "generator_bfloat16"):
     assert steps[key]["ms_per_step"] > 0 and steps[key]["compile_s"] > 0
   assert steps["generator_bfloat16"]["dtype"] == "bfloat16"
   s3 = sections["stage3_run"]
   assert s3["epochs"] == 2 and s3["wall_s"] > 0 and s3["metrics_ok"]
   assert sections["stage1_run"]["final"]["seg_av"] >= 0
-  assert sections["inference"]["ear_bfloat16"]["videos_per_s"] > 0
+  assert sections["inference"]["han_bfloat16"]["videos_per_s"] > 0
   assert sections["export"]["clip"]["rows_per_s"] > 0
   assert sections["export"]["clap"]["rows_per_s"] > 0
   assert sections["torch"]["skipped"] == "no --uwav_root"

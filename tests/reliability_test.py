@@ -40,9 +40,9 @@ def _get(name, arg="tiny"):
 
 
 # ------------------------------------------------------------- validation
-@pytest.mark.parametrize("name", ["stage1", "stage2", "stage3", "eval",
-                                  "parse", "demo", "export_han",
-                                  "export_clip_clap"])
+@pytest.mark.parametrize("name", sorted(
+    p.stem for p in (REPO / "configs").glob("*.py")
+    if p.stem not in ("__init__", "common")))
 @pytest.mark.parametrize("arg", ["tiny", None])
 def test_shipped_configs_are_valid(name, arg):
   validate_lib.check(_get(name, arg))

@@ -320,6 +320,19 @@ def test_corrupt_latest_step_falls_back_to_older(tmp_path, finished, caplog):
   _assert_same_run(w, result, finished)
 
 
+def test_fit_without_launch_also_keeps_the_recorded_config(tmp_path,
+                                                          finished):
+  w = tmp_path / "w"
+  shutil.copytree(finished[0], w)
+  before = (w / "config.json").read_bytes()
+  config = toy._config(str(w), epochs=3)
+  config.optim.lr = 0.5
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match="optim.lr: recorded 0.01, requested 0.5"):
+    toy._fit(config, evaluate=toy._score)
+  assert (w / "config.json").read_bytes() == before
+
+
 def test_no_intact_step_is_one_clear_error(tmp_path, finished):
   w = tmp_path / "w"
   shutil.copytree(finished[0], w)
@@ -344,7 +357,7 @@ def test_missing_best_is_an_error_naming_the_fix(tmp_path, finished):
   assert runs_lib.resolve_checkpoint(str(w), "latest") == "latest"
   with pytest.raises(ckpt_lib.CheckpointError, match="best model .step 5. was"
                      " saved there"):
-    _toy_run(w, epochs=4)  # resuming needs the best weights too
+    _toy_run(w)  # resuming needs the best weights too
 
 
 def test_corrupt_best_is_one_line(tmp_path, finished):
@@ -352,7 +365,7 @@ def test_corrupt_best_is_one_line(tmp_path, finished):
   shutil.copytree(finished[0], w)
   _truncate_state(w / "best" / "5")
   with pytest.raises(ckpt_lib.CheckpointError) as e:
-    _toy_run(w, epochs=4)
+    _toy_run(w)
   msg = str(e.value)
   assert msg.startswith(f"{w}/best/5 is unreadable (")
   assert "\n" not in msg and "tensorstore_spec" not in msg
@@ -363,7 +376,7 @@ import sys
 sys.path.insert(0, "tests")
 import conftest
 import trainer_test as toy
-toy._fit(toy._config(sys.argv[1], epochs=4), evaluate=toy._score)
+toy._fit(toy._config(sys.argv[1], epochs=3), evaluate=toy._score)
 """
 
 
@@ -542,12 +555,19 @@ class _OsSpy:
       self._event(f"os.replace -> {rel}")
 
 
-def _stage2(monkeypatch, inputs, workdir, kill_after=None, **overrides):
+def _stage2(monkeypatch, inputs, workdir, kill_after=None,
+            generator_changed=False):
   """Runs stage 2; returns the publish steps (on-disk changes outside its
   temporary folder). With `kill_after`=k it dies after step k like a killed
-  process: no cleanup runs (rmtree is off)."""
+  process: no cleanup runs (rmtree is off). `generator_changed`: as if
+  stage 1 had gone on meanwhile (other step and logits, same config)."""
   s1, llp, config_for, memo = inputs
   events = []
+  if generator_changed:
+    restore, logits = memo["restore"], memo["llp_logits"]
+    memo = {"restore": lambda *a: (*restore(*a)[:2], 99, restore(*a)[3]),
+            "llp_logits": lambda *a: {k: {s: x + 0.5 for s, x in v.items()}
+                                      for k, v in logits(*a).items()}}
 
   def event(name):
     events.append(name)
@@ -571,7 +591,7 @@ def _stage2(monkeypatch, inputs, workdir, kill_after=None, **overrides):
     if kill_after is not None:
       m.setattr(jsonio, "shutil", types.SimpleNamespace(
           rmtree=lambda *a, **kw: None))
-    stage2_lib.run(config_for(workdir, s1, llp, **overrides))
+    stage2_lib.run(config_for(workdir, s1, llp))
   return events
 
 
@@ -601,7 +621,7 @@ def _consistent_or_unfinished(workdir):
   if manifest is not None:
     for split in ("val", "test"):
       row = json.loads((workdir / "eval" / f"{split}.json").read_text())
-      assert row["logits"] == manifest["source"]["logits"]
+      assert row["checkpoint_step"] == manifest["source"]["checkpoint_step"]
     return "complete"
   if not (workdir / "LLP_Dataset").exists():
     return "absent"
@@ -613,7 +633,7 @@ def _consistent_or_unfinished(workdir):
 def test_stage2_kill_at_each_publish_step(tmp_path, stage2_inputs,
                                           monkeypatch):
   ref = tmp_path / "ref"  # a finished run of other settings, then this one
-  _stage2(monkeypatch, stage2_inputs, ref, logits="static")
+  _stage2(monkeypatch, stage2_inputs, ref, generator_changed=True)
   steps = _stage2(monkeypatch, stage2_inputs, ref)
   assert steps == [
       "write_stage2 filled the temporary folder",
@@ -627,7 +647,7 @@ def test_stage2_kill_at_each_publish_step(tmp_path, stage2_inputs,
   for k in range(1, len(steps) + 1):
     w = tmp_path / f"kill{k}"
     # Like ref, but the second run is killed after step k.
-    _stage2(monkeypatch, stage2_inputs, w, logits="static")
+    _stage2(monkeypatch, stage2_inputs, w, generator_changed=True)
     with pytest.raises(_Kill):
       _stage2(monkeypatch, stage2_inputs, w, kill_after=k)
     seen.add(_consistent_or_unfinished(w))
@@ -642,13 +662,13 @@ def test_stage2_swap_killed_midway_recovers(tmp_path, stage2_inputs,
                                            monkeypatch):
   """Killed between moving the old labels aside and moving the new in."""
   w = tmp_path / "w"
-  _stage2(monkeypatch, stage2_inputs, w, logits="static")
+  _stage2(monkeypatch, stage2_inputs, w, generator_changed=True)
   os.replace(w / "LLP_Dataset", w / "LLP_Dataset.old")
   (w / ".LLP_Dataset.k1ll3d").mkdir()
   assert _consistent_or_unfinished(w) == "absent"
   _stage2(monkeypatch, stage2_inputs, w)
   assert not _leftovers(w)
-  assert pl_files.read_manifest(w)["source"]["logits"] == "dynamic"
+  assert pl_files.read_manifest(w)["source"]["checkpoint_step"] == 5
 
 
 def test_corrupt_pseudo_label_file_is_named(tmp_path, stage2_inputs,
@@ -663,3 +683,17 @@ def test_corrupt_pseudo_label_file_is_named(tmp_path, stage2_inputs,
     pl_files.read_stage2(str(w), ids)
   assert str(e.value).startswith(f"{path}: cannot read as .npy")
   assert "Re-run stage 2" in str(e.value)
+
+
+def test_damaged_weights_and_label_files_are_named(tmp_path):
+  from feature_export.nets import weights as weights_lib  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "resnet.npz"
+  np.savez(path, w=np.ones((4, 4), np.float32))
+  path.write_bytes(path.read_bytes()[:40])  # an interrupted download
+  with pytest.raises(ValueError, match=rf"^{path}: cannot read the weights"):
+    weights_lib.read_state_dict(str(path))
+  npy = tmp_path / "x.npy"
+  npy.write_bytes(b"\x93NUMPY\x01\x00")
+  with pytest.raises(ValueError, match=rf"^{npy}: cannot read as .npy"
+                     r" \(.*Fetch them again."):
+    jsonio.load_npy(npy, fix="Fetch them again.")

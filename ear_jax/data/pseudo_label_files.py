@@ -222,13 +222,7 @@ def remove_stale_temporaries(workdir) -> list[str]:
 
 
 def _load_npy(path: str) -> np.ndarray:
-  """np.load whose errors (a truncated or foreign file) name the file."""
-  try:
-    return np.load(path, allow_pickle=False)
-  except (OSError, ValueError, EOFError) as e:
-    raise ValueError(
-        f"{path}: cannot read as .npy ({type(e).__name__}: {e}); the file is"
-        " damaged. Re-run stage 2 to rewrite it.") from e
+  return jsonio.load_npy(path, fix="Re-run stage 2 to rewrite it.")
 
 
 def _resolve_root(pseudo_dir) -> str:

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ear_jax import jsonio
 from ear_jax.data import parallel as parallel_lib
 
 AUDIO_DIR = os.path.join("CLAP", "segment_pseudo_labels")
@@ -52,7 +53,7 @@ def read_valor_labels(root, ids: Sequence[str], num_classes: int = 25,
 
     def load(vid, folder=folder):
       path = os.path.join(folder, vid + ".npy")
-      x = np.load(path, allow_pickle=False)
+      x = jsonio.load_npy(path, fix="Fetch VALOR's labels again.")
       if x.shape != (T, C):
         raise ValueError(f"{path}: shape {x.shape}; expected {(T, C)} (T"
                          " segments, C classes).")

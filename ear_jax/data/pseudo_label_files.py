@@ -11,7 +11,6 @@ ear_jax/pseudo_labels.py.
 
 from __future__ import annotations
 
-import concurrent.futures
 import datetime
 import os
 import shutil
@@ -21,6 +20,7 @@ from absl import logging
 import numpy as np
 
 from ear_jax import jsonio
+from ear_jax.data import parallel as parallel_lib
 
 # UWAV's file names, typo included, so its released labels drop in.
 LLP_DIR = "LLP_Dataset"
@@ -158,8 +158,8 @@ def write_stage2(out_dir, split_ids: Mapping[str, Sequence[str]],
                      logits[m][i]))
         jobs.append((os.path.join(root, LABEL_DIR.format(m=m), vid + ".npy"),
                      labels[i]))
-  with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
-    list(pool.map(lambda job: jsonio.save_npy_atomic(*job), jobs))
+  parallel_lib.parallel_map(lambda job: jsonio.save_npy_atomic(*job), jobs,
+                            num_workers)
 
   out = dict(manifest)
   out.update(
@@ -337,13 +337,14 @@ def read_stage2(pseudo_dir, ids: Sequence[str],
       raise ValueError(f"{path}: pseudo-labels must be 0/1; re-run stage 2.")
     return x.astype(np.uint8)
 
+  jobs = [(key, os.path.join(folder, vid + ".npy"))
+          for key, folder in folders for vid in ids]
+  rows = parallel_lib.parallel_map(load, jobs, num_workers)
   out = {}
-  with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
-    for key, folder in folders:
-      paths = [(key, os.path.join(folder, vid + ".npy")) for vid in ids]
-      rows = list(pool.map(load, paths))
-      dtype = np.float32 if key.endswith("logit") else np.uint8
-      out[key] = (np.stack(rows) if rows else np.zeros((0, T, C), dtype))
+  for k, (key, _) in enumerate(folders):
+    dtype = np.float32 if key.endswith("logit") else np.uint8
+    out[key] = (np.stack(rows[k * len(ids):(k + 1) * len(ids)]) if ids
+                else np.zeros((0, T, C), dtype))
   out.update(thresholds_a=theta["a"], thresholds_v=theta["v"],
              manifest=manifest)
   return out

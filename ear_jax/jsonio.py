@@ -126,3 +126,18 @@ def read_json(path, unique_keys: bool = False) -> Any:
         f"{path}: key {e.args[0]!r} appears twice in one object (e.g. a video"
         " listed twice in \"database\"); JSON readers keep only one copy"
         " silently. Remove or merge the duplicate.") from e
+
+
+def load_npy(path, fix: str = "") -> np.ndarray:
+  """np.load of a plain .npy (no pickles); a damaged or foreign file is a
+  ValueError naming it (and `fix`, what to do about it)."""
+  path = os.fspath(path)
+  try:
+    return np.load(path, allow_pickle=False)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"{path} not found.{' ' + fix if fix else ''}"
+                            ) from e
+  except (OSError, ValueError, EOFError) as e:
+    raise ValueError(f"{path}: cannot read as .npy ({type(e).__name__}:"
+                     f" {e}); the file is damaged or not an array."
+                     f"{' ' + fix if fix else ''}") from e

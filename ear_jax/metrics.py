@@ -335,6 +335,14 @@ def with_avg(scores: Mapping[str, Any]) -> dict:
 def write_eval_json(path, scores: Mapping[str, Any],
                     extra: Mapping[str, Any] | None = None) -> dict:
   """Atomically writes the ten aggregates + avg (+ extra metadata) as JSON."""
+  row = eval_row(scores, extra)
+  jsonio.write_json_atomic(path, row)
+  return row
+
+
+def eval_row(scores: Mapping[str, Any],
+             extra: Mapping[str, Any] | None = None) -> dict:
+  """The eval/<split>.json object: the ten aggregates, avg and `extra`."""
   row = with_avg(scores)
   extra = dict(extra or {})
   clash = sorted(set(extra) & set(row))
@@ -342,7 +350,6 @@ def write_eval_json(path, scores: Mapping[str, Any],
     raise ValueError(f"extra keys {clash} would overwrite metric values;"
                      " rename them.")
   row.update(extra)
-  jsonio.write_json_atomic(path, row)
   return row
 
 

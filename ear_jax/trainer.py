@@ -222,12 +222,15 @@ def _log_rows(writer, metrics: dict, first_step: int, every: int, lr_fn):
 
 
 def write_config(workdir: str, config) -> None:
-  """<workdir>/config.json on process 0 (workdir.write_config's format)."""
-  if jax.process_index() != 0:
-    return
+  """<workdir>/config.json on process 0 (workdir.write_config's format),
+  after workdir.check_config: a run called without launch.py's claim (a
+  notebook, a test) also never overwrites the config of another run."""
   if os.path.abspath(workdir) != os.path.abspath(config.workdir):
     raise ValueError(f"write_config({workdir!r}) of a config whose workdir"
                      f" is {config.workdir!r}.")
+  workdir_lib.check_config(config)
+  if jax.process_index() != 0:
+    return
   workdir_lib.write_config(config)
 
 

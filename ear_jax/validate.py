@@ -102,7 +102,8 @@ def _errors(config, prefix: str = "") -> list[str]:
   for table in (CHOICES["*"], CHOICES.get(stage, {})):
     for name, valid in table.items():
       value = _get(config, name, valid[0])
-      if value not in valid:
+      # None: unset, which check_required reports for required fields.
+      if value is not None and value not in valid:
         out.append(f"{flag(name)}={value!r}: expected one of"
                    f" {', '.join(map(repr, valid))}.")
   if stage in STAGE_METRICS and "best_metric" in config:

@@ -61,6 +61,8 @@ class FakeStages:
           f"{cfg.workdir}/eval/baselines_{split}.json",
           {"weak_everywhere": metrics_lib.with_avg(_scores(10 + i)),
            "zero_shot": metrics_lib.with_avg(_scores(20 + i))})
+    # Published last by the real stage 2: the demo's mark of completion.
+    jsonio.write_json_atomic(f"{cfg.workdir}/LLP_Dataset/manifest.json", {})
 
   def s3(self, cfg):
     self.calls.append((os.path.basename(cfg.workdir), cfg))
@@ -165,14 +167,18 @@ def test_demo_orchestration_tables_report_and_resume(tmp_path, fake_stages,
   c.stage3_han.total_epochs = 3
   demo_lib.run(c)
   assert [n for n, _ in fake_stages.calls] == ["stage3_han"]
-  assert "resuming" in capsys.readouterr().out
+  # ... from scratch: a run of other settings cannot be continued.
+  assert (f"total_epochs changed: restarting {w}/stage3_han"
+          in capsys.readouterr().out)
   # A changed upstream stage restarts everything that reads it.
   fake_stages.calls.clear()
   c.stage1.total_epochs = 3
   demo_lib.run(c)
   assert [n for n, _ in fake_stages.calls] == ["stage1", "stage2", "stage3",
                                                "stage3_han"]
-  assert capsys.readouterr().out.count("restarting") == 3
+  printed = capsys.readouterr().out
+  assert printed.count("restarting") == 4
+  assert f"total_epochs changed: restarting {w}/stage1" in printed
 
 
 def test_demo_report_with_han_as_the_main_parser(tmp_path, fake_stages):

@@ -128,6 +128,10 @@ def test_threaded_load_matches_serial(tmp_path):
   np.testing.assert_array_equal(a, b)
   np.testing.assert_array_equal(
       a[77], np.load(features.feature_path(tmp_path, "vggish", ids[77])))
+  with open(features.feature_path(tmp_path, "vggish", ids[90]), "wb") as f:
+    f.write(b"not npy")  # in the second chunk, on a worker thread
+  with pytest.raises(ValueError, match=r"id0090.npy: cannot read as .npy"):
+    features.load_segment_features(tmp_path, "vggish", ids, num_workers=4)
 
 
 def test_load_errors(tmp_path):

@@ -13,17 +13,23 @@ import shutil
 import signal
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
 
 from configs import stage3 as stage3_config
 from ear_jax import checkpoint as ckpt_lib
+from ear_jax import generator_lib
+from ear_jax import jsonio
 from ear_jax import runs as runs_lib
 from ear_jax import validate as validate_lib
 from ear_jax import workdir as workdir_lib
 from ear_jax import writer as writer_lib
 from ear_jax.data import avvp
+from ear_jax.data import pseudo_label_files as pl_files
+from ear_jax.data import synthetic
+from ear_jax.stages import generate_pseudo_labels as stage2_lib
 import trainer_test as toy
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -34,9 +40,9 @@ def _get(name, arg="tiny"):
 
 
 # ------------------------------------------------------------- validation
-@pytest.mark.parametrize("name", ["stage1", "stage2", "stage3", "eval",
-                                  "parse", "demo", "export_han",
-                                  "export_clip_clap"])
+@pytest.mark.parametrize("name", sorted(
+    p.stem for p in (REPO / "configs").glob("*.py")
+    if p.stem not in ("__init__", "common")))
 @pytest.mark.parametrize("arg", ["tiny", None])
 def test_shipped_configs_are_valid(name, arg):
   validate_lib.check(_get(name, arg))
@@ -314,6 +320,19 @@ def test_corrupt_latest_step_falls_back_to_older(tmp_path, finished, caplog):
   _assert_same_run(w, result, finished)
 
 
+def test_fit_without_launch_also_keeps_the_recorded_config(tmp_path,
+                                                          finished):
+  w = tmp_path / "w"
+  shutil.copytree(finished[0], w)
+  before = (w / "config.json").read_bytes()
+  config = toy._config(str(w), epochs=3)
+  config.optim.lr = 0.5
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match="optim.lr: recorded 0.01, requested 0.5"):
+    toy._fit(config, evaluate=toy._score)
+  assert (w / "config.json").read_bytes() == before
+
+
 def test_no_intact_step_is_one_clear_error(tmp_path, finished):
   w = tmp_path / "w"
   shutil.copytree(finished[0], w)
@@ -338,7 +357,7 @@ def test_missing_best_is_an_error_naming_the_fix(tmp_path, finished):
   assert runs_lib.resolve_checkpoint(str(w), "latest") == "latest"
   with pytest.raises(ckpt_lib.CheckpointError, match="best model .step 5. was"
                      " saved there"):
-    _toy_run(w, epochs=4)  # resuming needs the best weights too
+    _toy_run(w)  # resuming needs the best weights too
 
 
 def test_corrupt_best_is_one_line(tmp_path, finished):
@@ -346,7 +365,7 @@ def test_corrupt_best_is_one_line(tmp_path, finished):
   shutil.copytree(finished[0], w)
   _truncate_state(w / "best" / "5")
   with pytest.raises(ckpt_lib.CheckpointError) as e:
-    _toy_run(w, epochs=4)
+    _toy_run(w)
   msg = str(e.value)
   assert msg.startswith(f"{w}/best/5 is unreadable (")
   assert "\n" not in msg and "tensorstore_spec" not in msg
@@ -357,7 +376,7 @@ import sys
 sys.path.insert(0, "tests")
 import conftest
 import trainer_test as toy
-toy._fit(toy._config(sys.argv[1], epochs=4), evaluate=toy._score)
+toy._fit(toy._config(sys.argv[1], epochs=3), evaluate=toy._score)
 """
 
 
@@ -488,3 +507,193 @@ def test_unav_duplicate_video_key_is_an_error(tmp_path):
   with pytest.raises(ValueError) as e:
     avvp.read_unav_split(path, "train")
   assert str(path) in str(e.value) and "'v1' appears twice" in str(e.value)
+
+
+# ------------------------------------- stage 2 publishes in a safe order
+@pytest.fixture(scope="module")
+def stage2_inputs(tmp_path_factory):
+  """(generator workdir, LLP root) as stage2_test makes them, and memoized
+  generator restore / logits: stage 2's publish is under test, not them."""
+  import stage2_test  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("s2in")
+  synthetic.write_synthetic(
+      root / "data", seed=2, num_llp=(6, 4, 4), num_unav=(8, 4, 1),
+      unav_max_duration=12, han_features=False)
+  s1 = stage2_test.save_untrained_generator(root / "s1")
+  cache = {}
+
+  def memo(name, fn):
+    def wrapped(*a, **kw):
+      if name not in cache:
+        cache[name] = fn(*a, **kw)
+      return cache[name]
+    return wrapped
+
+  return (s1.workdir, root / "data" / "LLP", stage2_test.stage2_config_for,
+          {"restore": memo("restore", generator_lib.restore),
+           "llp_logits": memo("llp_logits", generator_lib.llp_logits)})
+
+
+class _Kill(Exception):
+  pass
+
+
+class _OsSpy:
+  """os, whose replace() reports the publish steps under `workdir`."""
+
+  def __init__(self, workdir, event):
+    self._root, self._event = os.path.abspath(workdir), event
+
+  def __getattr__(self, name):
+    return getattr(os, name)
+
+  def replace(self, src, dst):
+    os.replace(src, dst)
+    rel = os.path.relpath(os.path.abspath(dst), self._root)
+    if rel in ("LLP_Dataset", "LLP_Dataset.old",
+               "LLP_Dataset/manifest.json") or rel.startswith("eval/"):
+      self._event(f"os.replace -> {rel}")
+
+
+def _stage2(monkeypatch, inputs, workdir, kill_after=None,
+            generator_changed=False):
+  """Runs stage 2; returns the publish steps (on-disk changes outside its
+  temporary folder). With `kill_after`=k it dies after step k like a killed
+  process: no cleanup runs (rmtree is off). `generator_changed`: as if
+  stage 1 had gone on meanwhile (other step and logits, same config)."""
+  s1, llp, config_for, memo = inputs
+  events = []
+  if generator_changed:
+    restore, logits = memo["restore"], memo["llp_logits"]
+    memo = {"restore": lambda *a: (*restore(*a)[:2], 99, restore(*a)[3]),
+            "llp_logits": lambda *a: {k: {s: x + 0.5 for s, x in v.items()}
+                                      for k, v in logits(*a).items()}}
+
+  def event(name):
+    events.append(name)
+    if kill_after is not None and len(events) == kill_after:
+      raise _Kill(name)
+
+  original = pl_files.write_stage2
+
+  def write_stage2(*a, **kw):
+    out = original(*a, **kw)
+    event("write_stage2 filled the temporary folder")
+    return out
+
+  with monkeypatch.context() as m:
+    for name, fn in memo.items():
+      m.setattr(generator_lib, name, fn)
+    m.setattr(pl_files, "write_stage2", write_stage2)
+    spy = _OsSpy(workdir, event)
+    m.setattr(jsonio, "os", spy)
+    m.setattr(pl_files, "os", spy)
+    if kill_after is not None:
+      m.setattr(jsonio, "shutil", types.SimpleNamespace(
+          rmtree=lambda *a, **kw: None))
+    stage2_lib.run(config_for(workdir, s1, llp))
+  return events
+
+
+def _published(workdir):
+  """Every file of a finished stage 2 (manifest without its timestamp)."""
+  out = {}
+  for p in sorted(pathlib.Path(workdir).rglob("*")):
+    rel = str(p.relative_to(workdir))
+    if p.is_file() and rel != "config.json":
+      out[rel] = p.read_bytes()
+  manifest = json.loads(out.pop("LLP_Dataset/manifest.json"))
+  manifest.pop("created")
+  return out, manifest
+
+
+def _leftovers(workdir):
+  return sorted(n for n in os.listdir(workdir)
+                if n.startswith(".") or n.endswith(".old")) + sorted(
+                    str(p) for p in pathlib.Path(workdir).rglob(
+                        pl_files.PENDING_MANIFEST))
+
+
+def _consistent_or_unfinished(workdir):
+  """What a reader sees after a kill: complete labels whose eval files
+  describe them, or labels that say they are unfinished."""
+  manifest = pl_files.read_manifest(workdir)
+  if manifest is not None:
+    for split in ("val", "test"):
+      row = json.loads((workdir / "eval" / f"{split}.json").read_text())
+      assert row["checkpoint_step"] == manifest["source"]["checkpoint_step"]
+    return "complete"
+  if not (workdir / "LLP_Dataset").exists():
+    return "absent"
+  with pytest.raises(ValueError, match="unfinished"):
+    pl_files.read_stage2(str(workdir), ["x"])
+  return "unfinished"
+
+
+def test_stage2_kill_at_each_publish_step(tmp_path, stage2_inputs,
+                                          monkeypatch):
+  ref = tmp_path / "ref"  # a finished run of other settings, then this one
+  _stage2(monkeypatch, stage2_inputs, ref, generator_changed=True)
+  steps = _stage2(monkeypatch, stage2_inputs, ref)
+  assert steps == [
+      "write_stage2 filled the temporary folder",
+      "os.replace -> LLP_Dataset.old",  # the old labels moved aside
+      "os.replace -> LLP_Dataset", "os.replace -> eval/val.json",
+      "os.replace -> eval/baselines_val.json",
+      "os.replace -> eval/test.json", "os.replace -> eval/baselines_test.json",
+      "os.replace -> LLP_Dataset/manifest.json"], steps
+  expected = _published(ref)
+  seen = set()
+  for k in range(1, len(steps) + 1):
+    w = tmp_path / f"kill{k}"
+    # Like ref, but the second run is killed after step k.
+    _stage2(monkeypatch, stage2_inputs, w, generator_changed=True)
+    with pytest.raises(_Kill):
+      _stage2(monkeypatch, stage2_inputs, w, kill_after=k)
+    seen.add(_consistent_or_unfinished(w))
+    (w / ".stage2-0123abcd").mkdir()  # left by an older version
+    _stage2(monkeypatch, stage2_inputs, w)
+    assert _published(w) == expected, k
+    assert not _leftovers(w), (k, _leftovers(w))
+  assert seen == {"complete", "absent", "unfinished"}
+
+
+def test_stage2_swap_killed_midway_recovers(tmp_path, stage2_inputs,
+                                           monkeypatch):
+  """Killed between moving the old labels aside and moving the new in."""
+  w = tmp_path / "w"
+  _stage2(monkeypatch, stage2_inputs, w, generator_changed=True)
+  os.replace(w / "LLP_Dataset", w / "LLP_Dataset.old")
+  (w / ".LLP_Dataset.k1ll3d").mkdir()
+  assert _consistent_or_unfinished(w) == "absent"
+  _stage2(monkeypatch, stage2_inputs, w)
+  assert not _leftovers(w)
+  assert pl_files.read_manifest(w)["source"]["checkpoint_step"] == 5
+
+
+def test_corrupt_pseudo_label_file_is_named(tmp_path, stage2_inputs,
+                                            monkeypatch):
+  w = tmp_path / "w"
+  _stage2(monkeypatch, stage2_inputs, w)
+  ids = pl_files.read_manifest(w)["ids"]["train"]
+  path = w / "LLP_Dataset" / "a_segmentwise_pseudo_labels" / f"{ids[1]}.npy"
+  with open(path, "r+b") as f:
+    f.truncate(90)
+  with pytest.raises(ValueError) as e:
+    pl_files.read_stage2(str(w), ids)
+  assert str(e.value).startswith(f"{path}: cannot read as .npy")
+  assert "Re-run stage 2" in str(e.value)
+
+
+def test_damaged_weights_and_label_files_are_named(tmp_path):
+  from feature_export.nets import weights as weights_lib  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "resnet.npz"
+  np.savez(path, w=np.ones((4, 4), np.float32))
+  path.write_bytes(path.read_bytes()[:40])  # an interrupted download
+  with pytest.raises(ValueError, match=rf"^{path}: cannot read the weights"):
+    weights_lib.read_state_dict(str(path))
+  npy = tmp_path / "x.npy"
+  npy.write_bytes(b"\x93NUMPY\x01\x00")
+  with pytest.raises(ValueError, match=rf"^{npy}: cannot read as .npy"
+                     r" \(.*Fetch them again."):
+    jsonio.load_npy(npy, fix="Fetch them again.")

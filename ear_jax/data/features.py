@@ -5,7 +5,6 @@ Layouts: docs/ARCHITECTURE.md "Feature layouts", README "Data".
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import functools
 import math
@@ -17,6 +16,7 @@ from absl import logging
 import numpy as np
 
 from ear_jax.data import avvp as avvp_lib
+from ear_jax.data import parallel as parallel_lib
 
 # pylint: disable=invalid-name
 
@@ -232,19 +232,7 @@ def load_segment_features(
                   out=out_NxTxD[i, :t_v])
 
   chunks = [(lo, min(lo + _CHUNK, n)) for lo in range(0, n, _CHUNK)]
-  if num_workers <= 1 or len(chunks) <= 1:
-    for lo, hi in chunks:
-      load_range(lo, hi)
-  else:
-    with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
-      futures = [pool.submit(load_range, lo, hi) for lo, hi in chunks]
-      try:
-        for f in futures:
-          f.result()
-      except BaseException:
-        for f in futures:
-          f.cancel()
-        raise
+  parallel_lib.parallel_map(lambda c: load_range(*c), chunks, num_workers)
   logging.info("Loaded %r features %s from %s.", name, out_NxTxD.shape,
                directory)
   return out_NxTxD

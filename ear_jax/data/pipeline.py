@@ -5,7 +5,8 @@ indices [steps, B] (plus a real-video mask), and the jitted, scanned train
 step gathers its batch from the device-resident dataset. This is why grain
 does not sit on the training path: a per-record host pipeline would be the
 bottleneck at ~5 ms per step, and the data (LLP ~1 GB, UnAV ~2 GB) fit on the
-device. grain serves the feature exporter, where decoding is host work.
+device. grain's threads load the files before that (data/parallel.py:
+features, stage-2 and VALOR pseudo-labels) and write stage-2 files.
 """
 
 from __future__ import annotations

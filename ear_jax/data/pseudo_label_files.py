@@ -11,15 +11,16 @@ ear_jax/pseudo_labels.py.
 
 from __future__ import annotations
 
-import concurrent.futures
 import datetime
 import os
+import shutil
 from typing import Any, Mapping, Sequence
 
 from absl import logging
 import numpy as np
 
 from ear_jax import jsonio
+from ear_jax.data import parallel as parallel_lib
 
 # UWAV's file names, typo included, so its released labels drop in.
 LLP_DIR = "LLP_Dataset"
@@ -27,6 +28,8 @@ THRESHOLD_FILE = "{m}_classwise_threhsolds.npy"
 LOGIT_DIR = "{m}_segmentwise_logits"
 LABEL_DIR = "{m}_segmentwise_pseudo_labels"
 MANIFEST = "manifest.json"
+# The manifest while the files it describes are being published.
+PENDING_MANIFEST = ".manifest.pending.json"
 FORMAT = "uwav_llp_dataset"
 VERSION = 1
 
@@ -70,7 +73,7 @@ def write_stage2(out_dir, split_ids: Mapping[str, Sequence[str]],
                  a_labels: Mapping[str, np.ndarray],
                  v_labels: Mapping[str, np.ndarray], thresholds_a,
                  thresholds_v, manifest: Mapping[str, Any],
-                 num_workers: int = 16) -> str:
+                 num_workers: int = 16, with_manifest: bool = True) -> str:
   """Writes stage-2 outputs in the UWAV layout under <out_dir>/LLP_Dataset.
 
   Args:
@@ -82,6 +85,8 @@ def write_stage2(out_dir, split_ids: Mapping[str, Sequence[str]],
     thresholds_a, thresholds_v: float32 [C], may hold -inf.
     manifest: metadata to record; must hold "classes" (C names). The
       format, version, shapes, ids and thresholds are added here.
+    with_manifest: False leaves it as PENDING_MANIFEST, for publish_stage2
+      to rename into place once the files that describe it are written.
   Returns:
     The LLP_Dataset directory. Its manifest.json is written last, so a
     directory with a manifest is complete.
@@ -153,8 +158,8 @@ def write_stage2(out_dir, split_ids: Mapping[str, Sequence[str]],
                      logits[m][i]))
         jobs.append((os.path.join(root, LABEL_DIR.format(m=m), vid + ".npy"),
                      labels[i]))
-  with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
-    list(pool.map(lambda job: jsonio.save_npy_atomic(*job), jobs))
+  parallel_lib.parallel_map(lambda job: jsonio.save_npy_atomic(*job), jobs,
+                            num_workers)
 
   out = dict(manifest)
   out.update(
@@ -164,15 +169,60 @@ def write_stage2(out_dir, split_ids: Mapping[str, Sequence[str]],
       thresholds_v=_thresholds_to_json(theta["v"]),
       created=datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec="seconds"))
-  jsonio.write_json_atomic(manifest_path, out)
+  jsonio.write_json_atomic(
+      manifest_path if with_manifest else os.path.join(root, PENDING_MANIFEST),
+      out)
   return root
 
 
-def publish_stage2(workdir, **kw) -> str:
-  """write_stage2 into a fresh directory beside <workdir>/LLP_Dataset, then
-  swaps it in, so readers see the old or the new directory, never a mix."""
-  return jsonio.write_dir_atomic(llp_dir(workdir),
-                                 lambda tmp: write_stage2(tmp, **kw))
+def publish_stage2(workdir, extra_json: Mapping[str, Any] | None = None,
+                   **kw) -> str:
+  """Publishes stage-2 outputs so that a kill at any point leaves a workdir
+  that is either complete or visibly unfinished (no manifest):
+
+  1. temporary folders of killed runs are removed;
+  2. write_stage2 fills a fresh directory beside <workdir>/LLP_Dataset,
+     which is then swapped in (readers see the old or the new one), its
+     manifest still pending;
+  3. `extra_json` ({path relative to workdir: object}, e.g. eval/*.json,
+     which describe these labels) is written, each file atomically;
+  4. the manifest is renamed into place: the directory is complete.
+
+  The caller owns the workdir (launch.py's lock).
+  """
+  remove_stale_temporaries(workdir)
+  root = jsonio.write_dir_atomic(
+      llp_dir(workdir), lambda tmp: write_stage2(tmp, with_manifest=False,
+                                                 **kw))
+  for rel, obj in (extra_json or {}).items():
+    jsonio.write_json_atomic(os.path.join(os.fspath(workdir), rel), obj)
+  os.replace(os.path.join(root, PENDING_MANIFEST),
+             os.path.join(root, MANIFEST))
+  return root
+
+
+def remove_stale_temporaries(workdir) -> list[str]:
+  """Removes what killed publishes left in `workdir`: their temporary
+  folders (.LLP_Dataset.*, and .stage2-* of older versions) and an
+  LLP_Dataset.old that was never deleted. Returns the removed paths."""
+  workdir = os.fspath(workdir)
+  if not os.path.isdir(workdir):
+    return []
+  gone = []
+  for name in sorted(os.listdir(workdir)):
+    if (name.startswith((f".{LLP_DIR}.", ".stage2-"))
+        or name == f"{LLP_DIR}.old"):
+      path = os.path.join(workdir, name)
+      shutil.rmtree(path, ignore_errors=True)
+      gone.append(path)
+  if gone:
+    logging.warning("removed what an interrupted stage 2 left: %s",
+                    ", ".join(gone))
+  return gone
+
+
+def _load_npy(path: str) -> np.ndarray:
+  return jsonio.load_npy(path, fix="Re-run stage 2 to rewrite it.")
 
 
 def _resolve_root(pseudo_dir) -> str:
@@ -208,6 +258,10 @@ def read_stage2(pseudo_dir, ids: Sequence[str],
   T = int(expect_num_segments)
   manifest_path = os.path.join(root, MANIFEST)
   manifest = None
+  if os.path.isfile(os.path.join(root, PENDING_MANIFEST)):
+    raise ValueError(
+        f"{root} is unfinished: stage 2 was stopped while publishing it (no"
+        f" {MANIFEST} yet). Re-run stage 2 in that workdir.")
   if os.path.isfile(manifest_path):
     manifest = jsonio.read_json(manifest_path)
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
@@ -234,7 +288,7 @@ def read_stage2(pseudo_dir, ids: Sequence[str],
   theta = {}
   for m in ("a", "v"):
     path = os.path.join(root, THRESHOLD_FILE.format(m=m))
-    x = np.load(path, allow_pickle=False)
+    x = _load_npy(path)
     if x.ndim != 1:
       raise ValueError(f"{path}: shape {x.shape}; expected (C,).")
     theta[m] = _check_thresholds(path, x, x.shape[0])
@@ -270,7 +324,7 @@ def read_stage2(pseudo_dir, ids: Sequence[str],
 
   def load(job):
     key, path = job
-    x = np.load(path, allow_pickle=False)
+    x = _load_npy(path)
     if x.shape != (T, C):
       raise ValueError(f"{path}: shape {x.shape}; expected {(T, C)} (T"
                        " segments, C classes). Re-run stage 2 for this data.")
@@ -283,13 +337,14 @@ def read_stage2(pseudo_dir, ids: Sequence[str],
       raise ValueError(f"{path}: pseudo-labels must be 0/1; re-run stage 2.")
     return x.astype(np.uint8)
 
+  jobs = [(key, os.path.join(folder, vid + ".npy"))
+          for key, folder in folders for vid in ids]
+  rows = parallel_lib.parallel_map(load, jobs, num_workers)
   out = {}
-  with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
-    for key, folder in folders:
-      paths = [(key, os.path.join(folder, vid + ".npy")) for vid in ids]
-      rows = list(pool.map(load, paths))
-      dtype = np.float32 if key.endswith("logit") else np.uint8
-      out[key] = (np.stack(rows) if rows else np.zeros((0, T, C), dtype))
+  for k, (key, _) in enumerate(folders):
+    dtype = np.float32 if key.endswith("logit") else np.uint8
+    out[key] = (np.stack(rows[k * len(ids):(k + 1) * len(ids)]) if ids
+                else np.zeros((0, T, C), dtype))
   out.update(thresholds_a=theta["a"], thresholds_v=theta["v"],
              manifest=manifest)
   return out

@@ -6,7 +6,6 @@ have something real to find (for tests and :tiny runs).
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import math
 import os
@@ -20,6 +19,7 @@ import numpy as np
 from ear_jax import jsonio
 from ear_jax.data import avvp as avvp_lib
 from ear_jax.data import features as features_lib
+from ear_jax.data import parallel as parallel_lib
 
 # pylint: disable=invalid-name
 
@@ -108,6 +108,7 @@ _YOUTUBE_ALPHABET = (
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 )
 _CHUNK = 64  # videos rendered at a time (bounds the res152 memory)
+_NUM_WRITERS = 8  # threads writing one chunk's files
 
 
 def _rng(seed: int, *stream: int) -> np.random.Generator:
@@ -327,13 +328,12 @@ def _latents(world, videos) -> dict[str, list[np.ndarray]]:
   return out
 
 
-def _write_features(pool, world, rng_seed, space, out_dir, ids, latents,
+def _write_features(world, rng_seed, space, out_dir, ids, latents,
                     row_index=None):
   """Renders one feature space for `ids` in chunks and writes the files."""
   spec = features_lib.SEGMENT_FEATURES[space]
   z_all = latents[world.modality(space)]
   rng = _rng(*rng_seed)
-  futures = []
   for lo in range(0, len(ids), _CHUNK):
     chunk = range(lo, min(lo + _CHUNK, len(ids)))
     z = [z_all[i] for i in chunk]
@@ -341,18 +341,13 @@ def _write_features(pool, world, rng_seed, space, out_dir, ids, latents,
       z = [z_i[row_index[i]] for i, z_i in zip(chunk, z)]
     lens = [len(z_i) * spec.frames_per_segment for z_i in z]
     feats = world.render(rng, space, np.concatenate(z), spec.frames_per_segment)
-    # Bound memory on big datasets: at most two chunks wait for the writers.
-    for f in futures[:-2 * _CHUNK]:
-      f.result()
-    futures = futures[-2 * _CHUNK:]
-    for i, x in zip(chunk, np.split(feats, np.cumsum(lens)[:-1])):
-      futures.append(pool.submit(
-          jsonio.save_npy_atomic, out_dir / spec.subdir / f"{ids[i]}.npy",
-          x))
-  return futures
+    jobs = [(out_dir / spec.subdir / f"{ids[i]}.npy", x)
+            for i, x in zip(chunk, np.split(feats, np.cumsum(lens)[:-1]))]
+    parallel_lib.parallel_map(lambda job: jsonio.save_npy_atomic(*job), jobs,
+                              _NUM_WRITERS)
 
 
-def _write_llp(pool, root, world, seed, sizes, ids, han_features,
+def _write_llp(root, world, seed, sizes, ids, han_features,
                clip_clap_features):
   rng = _rng(seed, 1)
   splits = dict(zip(("train", "val", "test"), sizes))
@@ -393,17 +388,13 @@ def _write_llp(pool, root, world, seed, sizes, ids, han_features,
   spaces = (["clip", "clap"] if clip_clap_features else []) + (
       ["vggish", "res152", "r2plus1d_18"] if han_features else [])
   vids = [fn[:avvp_lib.LLP_ID_LEN] for fn in filenames]
-  futures = []
   latents = _latents(world, videos)
   for s, space in enumerate(spaces):
-    futures += _write_features(
-        pool, world, (seed, 3, 0, s), space, out, vids, latents)
+    _write_features(world, (seed, 3, 0, s), space, out, vids, latents)
   for s, space in enumerate(["clip", "clap"] if clip_clap_features else []):
     text = world.text(_rng(seed, 5, 0, s), space, world.llp_latent)
-    futures.append(pool.submit(
-        jsonio.save_npy_atomic,
-        out / features_lib.EVENT_FEATURES[space], text))
-  return out, splits, len(filenames) + 1, futures
+    jsonio.save_npy_atomic(out / features_lib.EVENT_FEATURES[space], text)
+  return out, splits, len(filenames) + 1
 
 
 # ----------------------------------------------------------------------------
@@ -457,7 +448,7 @@ def _feature_rows(rng, T: int) -> np.ndarray:
   return ((np.arange(L) + 0.5) * T / L).astype(np.int64)
 
 
-def _write_unav(pool, root, world, seed, sizes, ids, max_duration,
+def _write_unav(root, world, seed, sizes, ids, max_duration,
                 clip_clap_features):
   rng = _rng(seed, 2)
   subsets = [s for s, n in zip(avvp_lib.UNAV_SPLITS, sizes) for _ in range(n)]
@@ -479,21 +470,17 @@ def _write_unav(pool, root, world, seed, sizes, ids, max_duration,
   jsonio.write_text_atomic(
       json_path, json.dumps({"version": "unav100", "database": database}))
   jsonio.write_text_atomic(out / "planted_events.json", json.dumps(planted))
-  futures = []
   latents = _latents(world, videos)
   for s, space in enumerate(["clip", "clap"] if clip_clap_features else []):
-    futures += _write_features(
-        pool, world, (seed, 3, 1, s), space, out, ids, latents,
-        row_index=rows)
+    _write_features(world, (seed, 3, 1, s), space, out, ids, latents,
+                    row_index=rows)
     text = world.text(_rng(seed, 5, 1, s), space,
                       np.arange(len(avvp_lib.UNAV_CLASSES)))
-    futures.append(pool.submit(
-        jsonio.save_npy_atomic,
-        out / features_lib.EVENT_FEATURES[space], text))
+    jsonio.save_npy_atomic(out / features_lib.EVENT_FEATURES[space], text)
   sizes = dict(zip(avvp_lib.UNAV_SPLITS, sizes))
   max_segments = max(avvp_lib.num_segments_of(v["duration"])
                      for v in database.values())
-  return out, json_path, sizes, max_segments, futures
+  return out, json_path, sizes, max_segments
 
 
 def write_synthetic(
@@ -522,15 +509,11 @@ def write_synthetic(
   world = _World(seed)
   n_llp = sum(num_llp)
   ids = _random_ids(_rng(seed, 4), n_llp + 1 + sum(num_unav))
-  with concurrent.futures.ThreadPoolExecutor(8) as pool:
-    llp_dir, llp_sizes, num_llp_ids, f1 = _write_llp(
-        pool, root, world, seed, num_llp, ids, han_features,
-        clip_clap_features)
-    unav_dir, json_path, unav_sizes, max_segments, f2 = _write_unav(
-        pool, root, world, seed, num_unav, ids[num_llp_ids:],
-        unav_max_duration, clip_clap_features)
-    for f in f1 + f2:
-      f.result()
+  llp_dir, llp_sizes, num_llp_ids = _write_llp(
+      root, world, seed, num_llp, ids, han_features, clip_clap_features)
+  unav_dir, json_path, unav_sizes, max_segments = _write_unav(
+      root, world, seed, num_unav, ids[num_llp_ids:], unav_max_duration,
+      clip_clap_features)
   summary = {
       "root": str(root),
       "llp_dir": str(llp_dir),

@@ -9,11 +9,13 @@ labels from CLIP in two folders of <11-character id>.npy:
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 from typing import Sequence
 
 import numpy as np
+
+from ear_jax import jsonio
+from ear_jax.data import parallel as parallel_lib
 
 AUDIO_DIR = os.path.join("CLAP", "segment_pseudo_labels")
 VISUAL_DIR = os.path.join("CLIP", "segment_pseudo_labels")
@@ -51,7 +53,7 @@ def read_valor_labels(root, ids: Sequence[str], num_classes: int = 25,
 
     def load(vid, folder=folder):
       path = os.path.join(folder, vid + ".npy")
-      x = np.load(path, allow_pickle=False)
+      x = jsonio.load_npy(path, fix="Fetch VALOR's labels again.")
       if x.shape != (T, C):
         raise ValueError(f"{path}: shape {x.shape}; expected {(T, C)} (T"
                          " segments, C classes).")
@@ -59,8 +61,7 @@ def read_valor_labels(root, ids: Sequence[str], num_classes: int = 25,
         raise ValueError(f"{path}: VALOR pseudo-labels must be 0/1.")
       return x.astype(np.uint8)
 
-    with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
-      rows = list(pool.map(load, ids))
+    rows = parallel_lib.parallel_map(load, ids, num_workers)
     out[f"{m}_label"] = (np.stack(rows) if rows
                          else np.zeros((0, T, C), np.uint8))
   return out

@@ -18,6 +18,7 @@ from ear_jax import metrics as metrics_lib
 from ear_jax import report as report_lib
 from ear_jax import runs as runs_lib
 from ear_jax import stages as stages_lib
+from ear_jax import workdir as workdir_lib
 from ear_jax.data import synthetic
 
 # Table rows: name -> (eval JSON under the workdir, key in it).
@@ -95,7 +96,7 @@ def stage_configs(config, llp_root: str, unav_root: str) -> list:
        "eval/unav_validation.json"),
       ("stage2", "Stage 2: pseudo-labels for LLP (+ baselines)",
        sub("stage2", generator_workdir=os.path.join(w, "stage1"), **llp),
-       "eval/baselines_test.json"),
+       "LLP_Dataset/manifest.json"),  # published last
       ("stage3", "Stage 3: train the EAR parser", sub("stage3", **s3),
        "eval/test.json"),
   ]
@@ -152,10 +153,18 @@ def run(config):
     elif runs_lib.finished_with(cfg, os.path.join(cfg.workdir, done)):
       say("already finished with this config: skipped")
       continue
-    elif os.path.exists(os.path.join(cfg.workdir, "config.json")):
-      say(f"resuming (delete {cfg.workdir} to start this stage over)")
+    else:
+      changing, harmless = workdir_lib.compare(cfg)
+      if changing:  # a run of other settings: this one cannot continue it
+        say(f"{', '.join(sorted(changing))} changed: restarting"
+            f" {cfg.workdir}")
+        shutil.rmtree(cfg.workdir)
+      elif os.path.exists(os.path.join(cfg.workdir, workdir_lib.CONFIG)):
+        say(f"resuming (delete {cfg.workdir} to start this stage over)")
+      cfg.override_config = bool(harmless)  # e.g. a moved demo workdir
     t0 = time.perf_counter()
-    stages_lib.get_runner(cfg.stage)(cfg)
+    with workdir_lib.claim(cfg, primary=jax.process_index() == 0):
+      stages_lib.get_runner(cfg.stage)(cfg)
     timings[key] = round(time.perf_counter() - t0, 1)
     say(f"{key} done in {timings[key]:.1f} s")
 

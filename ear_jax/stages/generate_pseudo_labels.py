@@ -56,6 +56,7 @@ def run(config):
   splits = {s: avvp.read_llp_split(ann, s) for s in SPLITS}
   ids = {s: list(splits[s].ids) for s in SPLITS}
   trainer_lib.write_config(config.workdir, config)
+  pl_files.remove_stale_temporaries(config.workdir)  # of a killed run
 
   graphdef, weights, step, which = generator_lib.restore(
       config.generator_workdir, gen_config, config.checkpoint)
@@ -75,20 +76,23 @@ def run(config):
   th_a, th_v, scores = generator_lib.label_and_score(za, zv, splits, f_dtype)
   *_, zs_scores = generator_lib.label_and_score(z["z_a_sta"], z["z_v_sta"],
                                                 splits, f_dtype)
+  # The eval files describe the new labels: publish_stage2 writes them
+  # after swapping the labels in and before the manifest that completes
+  # them, so a kill anywhere leaves no mix of old and new.
+  evals = {}
   for s in ("val", "test"):
     extra = dict(split=s, n_videos=len(ids[s]), **source)
-    metrics_lib.write_eval_json(
-        os.path.join(config.workdir, "eval", f"{s}.json"), scores[s], extra)
+    evals[f"eval/{s}.json"] = metrics_lib.eval_row(scores[s], extra)
     weak = generator_lib.weak_everywhere_scores(splits[s])
-    base = {"weak_everywhere": metrics_lib.with_avg(weak),
-            "zero_shot": metrics_lib.with_avg(zs_scores[s])}
-    jsonio.write_json_atomic(
-        os.path.join(config.workdir, "eval", f"baselines_{s}.json"), base)
+    evals[f"eval/baselines_{s}.json"] = {
+        "weak_everywhere": metrics_lib.with_avg(weak),
+        "zero_shot": metrics_lib.with_avg(zs_scores[s])}
 
   # write_stage2 adds the ids, T and thresholds.
   manifest = dict(classes=list(avvp.LLP_CLASSES), source=source)
   out = pl_files.publish_stage2(
       config.workdir,
+      extra_json=evals,
       split_ids=ids,
       a_logits={s: za[s] for s in SPLITS},
       v_logits={s: zv[s] for s in SPLITS},

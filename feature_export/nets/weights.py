@@ -14,9 +14,25 @@ ModuleList = getattr(nnx, "List", list)
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
-  """Reads a flat {name: array} dict; .pth needs torch, the others do not."""
+  """Reads a flat {name: array} dict; .pth needs torch, the others do not.
+
+  A damaged file is a ValueError that names it.
+  """
   if not os.path.isfile(path):
     raise FileNotFoundError(f"weights file {path!r} does not exist")
+  try:
+    return _read_state_dict(path)
+  except ImportError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    if isinstance(e, ValueError) and path in str(e):
+      raise  # names the file already
+    raise ValueError(f"{path}: cannot read the weights"
+                     f" ({type(e).__name__}: {str(e)[:300]}); is the file"
+                     " complete (re-download it)?") from e
+
+
+def _read_state_dict(path: str) -> dict[str, np.ndarray]:
   # pylint: disable=g-import-not-at-top
   if path.endswith(".safetensors"):
     from safetensors import numpy as st_numpy

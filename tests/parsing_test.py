@@ -4,6 +4,7 @@ rule, and the trained-parser API (Parser) on features and raw videos."""
 import numpy as np
 import pytest
 
+from ear_jax import jsonio
 from ear_jax import metrics as metrics_lib
 from ear_jax import parsing
 from ear_jax import report as report_lib
@@ -128,8 +129,8 @@ def test_any_length_inputs_and_their_errors(tmp_path):
   np.testing.assert_allclose(v[2, :2048], arrays["res152"][16:24].mean(0),
                              rtol=1e-5, atol=1e-6)
   for name, x in arrays.items():
-    features_lib.save_npy_atomic(features_lib.feature_path(tmp_path, name,
-                                                           "vid"), x)
+    jsonio.save_npy_atomic(
+        features_lib.feature_path(tmp_path, name, "vid"), x)
   a2, v2 = llp_features.load_video_inputs(str(tmp_path), "vid",
                                           "vggish_res152_r2plus1d")
   np.testing.assert_allclose(a2, a, rtol=1e-6)

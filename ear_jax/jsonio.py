@@ -13,7 +13,7 @@ import os
 import pathlib
 import shutil
 import tempfile
-from typing import Any, Callable, IO
+from typing import Any, Callable, IO, Sequence
 import uuid
 
 import numpy as np
@@ -127,6 +127,17 @@ def read_json(path, unique_keys: bool = False) -> Any:
         " listed twice in \"database\"); JSON readers keep only one copy"
         " silently. Remove or merge the duplicate.") from e
 
+
+
+def require_npy_files(folder, ids: Sequence[str], fix: str) -> None:
+  """Raises FileNotFoundError naming `folder` unless it has `<id>.npy` for
+  every id; `fix` is the sentence that tells the user what to do."""
+  present = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+  missing = [vid for vid in ids if vid + ".npy" not in present]
+  if missing:
+    raise FileNotFoundError(
+        f"{folder}: {len(missing)} of {len(ids)} requested ids have no file,"
+        f" e.g. {missing[:5]}. {fix}")
 
 def load_npy(path, fix: str = "") -> np.ndarray:
   """np.load of a plain .npy (no pickles); a damaged or foreign file is a

@@ -75,3 +75,18 @@ def test_write_dir_atomic_swaps_the_directory(tmp_path):
     jsonio.write_dir_atomic(target, broken)
   assert (target / "f.txt").read_text() == "two"
   assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_require_npy_files_names_folder_missing_ids_and_fix(tmp_path):
+  folder = tmp_path / "labels"
+  with pytest.raises(FileNotFoundError,
+                     match=r"labels: 2 of 2 requested ids have no file.*"
+                     r"Run stage 2\."):
+    jsonio.require_npy_files(folder, ["a", "b"], "Run stage 2.")
+  folder.mkdir()
+  np.save(folder / "a.npy", np.zeros(3))
+  (folder / "b.txt").write_text("not npy")
+  with pytest.raises(FileNotFoundError, match=r"1 of 2 .*\['b'\]"):
+    jsonio.require_npy_files(folder, ["a", "b"], "fix")
+  np.save(folder / "b.npy", np.zeros(3))
+  assert jsonio.require_npy_files(str(folder), ["a", "b"], "fix") is None

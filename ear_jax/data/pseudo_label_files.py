@@ -314,13 +314,9 @@ def read_stage2(pseudo_dir, ids: Sequence[str],
              for key, fmt in ((f"{m}_logit", LOGIT_DIR),
                               (f"{m}_label", LABEL_DIR))]
   for _, folder in folders:
-    present = set(os.listdir(folder)) if os.path.isdir(folder) else set()
-    missing = [vid for vid in ids if vid + ".npy" not in present]
-    if missing:
-      raise FileNotFoundError(
-          f"{folder}: {len(missing)} of {len(ids)} requested ids have no file,"
-          f" e.g. {missing[:5]}. Re-run stage 2 with the same LLP data"
-          " (annotations) as this run.")
+    jsonio.require_npy_files(
+        folder, ids, "Re-run stage 2 with the same LLP data (annotations) as"
+        " this run.")
 
   def load(job):
     key, path = job

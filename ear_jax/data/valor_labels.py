@@ -43,13 +43,8 @@ def read_valor_labels(root, ids: Sequence[str], num_classes: int = 25,
   T, C = int(num_segments), int(num_classes)
   out = {}
   for m, folder in label_dirs(root).items():
-    present = set(os.listdir(folder))
-    missing = [vid for vid in ids if vid + ".npy" not in present]
-    if missing:
-      raise FileNotFoundError(
-          f"{folder}: {len(missing)} of {len(ids)} requested ids have no"
-          f" file, e.g. {missing[:5]}. Are these VALOR's labels for this LLP"
-          " split?")
+    jsonio.require_npy_files(
+        folder, ids, "Are these VALOR's labels for this LLP split?")
 
     def load(vid, folder=folder):
       path = os.path.join(folder, vid + ".npy")

@@ -69,3 +69,12 @@ def check_required(config: config_dict.ConfigDict) -> None:
         f"required config fields are unset: {', '.join(missing)}. Set them"
         f" on the command line, e.g. {flags}"
     )
+
+
+def set_field(config: config_dict.ConfigDict, dotted: str, value: Any) -> None:
+  """config.<dotted> = value, e.g. set_field(c, "data.llp_root", "/d")."""
+  *parents, leaf = dotted.split(".")
+  node = config
+  for part in parents:
+    node = node[part]
+  node[leaf] = value

@@ -148,7 +148,20 @@ def segment_times(T: int, per_segment: int) -> np.ndarray:
   return (np.arange(T)[:, None] + k[None, :]).reshape(-1)
 
 
-class FrameReader:
+class _StreamReader:
+  """Context manager over an opened PyAV container (`self._container`)."""
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+  def close(self) -> None:
+    self._container.close()
+
+
+class FrameReader(_StreamReader):
   """Frames nearest to non-decreasing times, in one forward decoding pass.
 
   `take(times, convert)` may be called again with later times (a long video
@@ -178,15 +191,6 @@ class FrameReader:
     self._cache: dict[int, Any] = {}
     self._exhausted = False
     self.past_end = False  # some time lay past the last frame
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    self.close()
-
-  def close(self) -> None:
-    self._container.close()
 
   def _advance(self) -> None:
     try:
@@ -264,7 +268,7 @@ def read_frames(
   return out
 
 
-class AudioReader:
+class AudioReader(_StreamReader):
   """Mono float32 samples at `sample_rate`, read forward in pieces.
 
   `read(start, stop)` returns samples [start, stop) of the stream, with
@@ -295,15 +299,6 @@ class AudioReader:
     self._drop = None     # samples still to drop (audio starts early)
     self._decoded = 0
     self._exhausted = False
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    self.close()
-
-  def close(self) -> None:
-    self._container.close()
 
   def _push(self, x: np.ndarray) -> None:
     if self._drop:

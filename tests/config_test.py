@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from ml_collections import config_dict
 
 from ear_jax import config_lib
 
@@ -61,3 +62,12 @@ def test_launch_errors_are_clear(tmp_path):
   r = _launch("--config=configs/stage1.py:tiny", f"--config.workdir={tmp_path}",
               "--config.data.unav_root=/x", "--config.stage=nope")
   assert r.returncode != 0 and "expected one of" in r.stderr
+
+
+def test_set_field_sets_nested_fields_and_rejects_unknown_parents():
+  c = config_dict.ConfigDict({"a": {"b": {"c": 1}}, "d": 2})
+  config_lib.set_field(c, "a.b.c", 5)
+  config_lib.set_field(c, "d", 7)
+  assert c.a.b.c == 5 and c.d == 7
+  with pytest.raises(KeyError):
+    config_lib.set_field(c, "nope.c", 1)

@@ -20,6 +20,7 @@ import pytest
 
 from configs import stage3 as stage3_config
 from ear_jax import checkpoint as ckpt_lib
+from ear_jax import config_lib
 from ear_jax import generator_lib
 from ear_jax import jsonio
 from ear_jax import runs as runs_lib
@@ -136,11 +137,7 @@ def _stage1(workdir, **fields):
   c.workdir = str(workdir)
   c.data.unav_root = "/data/UnAV"
   for k, v in fields.items():
-    node = c
-    *parents, leaf = k.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = v
+    config_lib.set_field(c, k, v)
   return c
 
 

@@ -13,6 +13,7 @@ from absl import logging
 import jax
 
 from ear_jax import checkpoint as ckpt_lib
+from ear_jax import config_lib
 from ear_jax import jsonio
 from ear_jax import metrics as metrics_lib
 from ear_jax import report as report_lib
@@ -78,11 +79,7 @@ def stage_configs(config, llp_root: str, unav_root: str) -> list:
     c.progress = config.progress
     c.tensorboard = config.tensorboard
     for k, v in fields.items():
-      node = c
-      *parents, leaf = k.split(".")
-      for p in parents:
-        node = node[p]
-      node[leaf] = v
+      config_lib.set_field(c, k, v)
     return c
 
   llp = {"data.llp_root": llp_root,

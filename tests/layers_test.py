@@ -219,3 +219,29 @@ def test_bfloat16_compute_keeps_f32_params():
   np.testing.assert_allclose(_np(y), _np(ref(x, deterministic=True)), atol=0.1)
   with pytest.raises(ValueError, match="bfloat16"):
     layers_lib.get_dtype("float16")
+
+
+@pytest.mark.parametrize("shape,broadcast_dims", [
+    ((4, 10, 2048), ()),      # a large draw (unrolled threefry on CPU)
+    ((3, 5, 8), ()),          # a small one (rolled)
+    ((4, 10, 2048), (1,)),    # a mask shared over time
+])
+def test_dropout_bit_identical_to_nnx(shape, broadcast_dims):
+  x = jax.random.normal(jax.random.key(3), shape)
+  ours = layers_lib.Dropout(0.3, broadcast_dims=broadcast_dims)
+  ref = nnx.Dropout(0.3, broadcast_dims=broadcast_dims)
+
+  def run(mod, x):
+    def f(x):
+      return jnp.sum(jnp.sin(mod(x, deterministic=False,
+                                 rngs=nnx.Rngs(dropout=7))))
+    return jax.jit(jax.value_and_grad(f))(x)
+
+  (v1, g1), (v2, g2) = run(ours, x), run(ref, x)
+  np.testing.assert_array_equal(_np(g1), _np(g2))
+  assert float(v1) == float(v2)
+  assert (_np(g1) == 0).mean() > 0.2  # the mask really drops entries
+  y = ours(x, deterministic=False, rngs=jax.random.key(5))
+  np.testing.assert_array_equal(
+      _np(y), _np(ref(x, deterministic=False, rngs=jax.random.key(5))))
+  np.testing.assert_array_equal(_np(ours(x, deterministic=True)), _np(x))

@@ -126,7 +126,7 @@ class HANLayer(nnx.Module):
     self.ffn = layers_lib.FeedForward(dim, ffn_dim, **kw)
     self.norm1 = layers_lib.layer_norm(dim, rngs=rngs)
     self.norm2 = layers_lib.layer_norm(dim, rngs=rngs)
-    self.dropout = nnx.Dropout(dropout)
+    self.dropout = layers_lib.Dropout(dropout)
 
   def __call__(self, x_BxTxD, y_BxTxD, *, deterministic, rngs=None):
     kw = dict(deterministic=deterministic, rngs=rngs)

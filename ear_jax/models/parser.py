@@ -259,7 +259,7 @@ class EARParser(nnx.Module):
     self.direct = (
         stack(enc, cfg.erm_layers) if cfg.erm == "attention_direct" else None
     )
-    self.dropout = nnx.Dropout(cfg.dropout)
+    self.dropout = layers_lib.Dropout(cfg.dropout)
     self.head = han_lib.MMILHead(d, C, dtype=dtype, rngs=rngs)
 
   def classify(self, feat_xD: jax.Array) -> jax.Array:

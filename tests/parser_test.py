@@ -356,3 +356,25 @@ def test_ear_gradient_finite_with_dummy_video():
   assert all(np.isfinite(np.asarray(x)).all() for x in leaves)
   adj = g["erm"]["multi"][0]["adjacency"][...]
   assert np.abs(np.asarray(adj)).sum() > 0  # the graph is trained
+
+
+def test_mix_nodes_matches_einsum_values_and_gradients():
+  rng = np.random.default_rng(0)
+  a = jnp.asarray(rng.standard_normal((7, 7), np.float32))
+  h = jnp.asarray(rng.standard_normal((3, 4, 7, 5), np.float32))
+  want = jnp.einsum("ij,btje->btie", a, h)
+  got = parser_lib.mix_nodes(a, h)
+  assert got.shape == (3, 4, 7, 5) and got.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+  # An asymmetric A: a transposed adjacency would fail here.
+  wrong = jnp.einsum("ji,btje->btie", a, h)
+  assert np.abs(np.asarray(got) - np.asarray(wrong)).max() > 1e-2
+
+  def loss(f):
+    return lambda a, h: jnp.sum(jnp.sin(f(a, h)) * h)
+
+  g_got = jax.grad(loss(parser_lib.mix_nodes), argnums=(0, 1))(a, h)
+  g_want = jax.grad(loss(lambda a, h: jnp.einsum("ij,btje->btie", a, h)),
+                    argnums=(0, 1))(a, h)
+  for x, y in zip(g_got, g_want):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-4)

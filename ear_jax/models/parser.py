@@ -62,13 +62,29 @@ class GraphStep(nnx.Module):
 
   def __call__(self, z_BxTxNxE, video_mask_B, *, deterministic: bool):
     h = self.conv(z_BxTxNxE)
-    h = jnp.einsum(
-        "ij,btje->btie", self.adjacency[...].astype(self.dtype), h
-    ).astype(jnp.float32)
+    h = mix_nodes(self.adjacency[...].astype(self.dtype), h)
     B, T, N, _ = h.shape
     mask_BxTxN = jnp.broadcast_to((video_mask_B > 0)[:, None, None], (B, T, N))
     h = self.norm(h, mask_BxTxN, use_running_average=deterministic)
     return jax.nn.leaky_relu(h, self.leaky_slope)
+
+
+def mix_nodes(adjacency_NxN: jax.Array, h_BxTxNxE: jax.Array) -> jax.Array:
+  """out[b,t,i] = sum_j A[i,j] h[b,t,j] (float32), the graph convolution.
+
+  einsum("ij,btje->btie", A, h) written as a batched matmul with A
+  broadcast over the B*T segments: XLA:CPU then no longer transposes the
+  whole [B,T,N,E] activation to [N, B*T*E] and back around one wide matmul
+  in the forward and backward pass of every graph step (~10% of the
+  full-size EAR step on CPU, benchmarks/step_profile.py). Same math; the
+  forward values match the einsum bit for bit on CPU, dA is summed in
+  another order (float32 rounding; tests/parser_test.py compares both).
+  """
+  B, T, N, E = h_BxTxNxE.shape
+  x_XxNxE = h_BxTxNxE.reshape(B * T, N, E)
+  a_XxNxN = jnp.broadcast_to(adjacency_NxN, (B * T, N, N))
+  out = jax.lax.dot_general(a_XxNxN, x_XxNxE, (((2,), (1,)), ((0,), (0,))))
+  return out.reshape(B, T, N, E).astype(jnp.float32)
 
 
 class ERM(nnx.Module):

@@ -10,15 +10,35 @@ loss (dropout on); forward + backward (value_and_grad), with and without
 dropout (the difference is the PRNG and masking cost); the optimizer update
 alone; and one attention block forward + backward at the model's shapes.
 Prints one JSON line.
+
+  python benchmarks/step_profile.py --model=ear --ops   # + per-op breakdown
+
+`--ops` also traces two forward + backward calls with XLA's per-thunk
+trace events (jax.profiler; XLA_FLAGS gets
+--xla_cpu_enable_xprof_traceme=true) and adds "ops": thread-milliseconds
+per call of each kind of XLA op (ynn_fusion = matmuls, dot = batched
+matmuls, copy/transpose fusions = layout changes, ...), summed over the
+threads, and the fraction of the call with 0, 1 and 2+ ops running. That
+is how the dropout-mask recomputation and the ERM transposes were found.
 """
 # pylint: disable=invalid-name
 
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
 import json
+import os
+import re
 import statistics
+import sys
+import tempfile
 import time
+
+if "--ops" in sys.argv:  # read when the CPU client starts: set it first
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_cpu_enable_xprof_traceme=true")
 
 from flax import nnx
 import jax
@@ -45,6 +65,47 @@ def _time(fn, reps):
   return round(statistics.median(out), 4)
 
 
+def op_breakdown(fn, calls: int = 2) -> dict:
+  """Thread-ms per call of each XLA op kind while running `fn` (traced)."""
+  jax.block_until_ready(fn())
+  with tempfile.TemporaryDirectory() as d:
+    jax.profiler.start_trace(d)
+    for _ in range(calls):
+      jax.block_until_ready(fn())
+    jax.profiler.stop_trace()
+    path = glob.glob(os.path.join(d, "**", "*.xplane.pb"), recursive=True)[0]
+    data = jax.profiler.ProfileData.from_file(path)
+    events = []
+    for plane in data.planes:
+      for line in plane.lines:
+        if "XLA" not in line.name:  # XLA's executor and intra-op threads
+          continue
+        for ev in line.events:
+          if (ev.name.startswith(("Thunk", "end:", "Slinky", "Threadpool"))
+              or ev.duration_ns <= 0):
+            continue
+          events.append((ev.start_ns, ev.duration_ns, ev.name))
+  if not events:
+    return {"error": "no XLA op events in the trace (CPU backend only)"}
+  per_kind = collections.Counter()
+  for _, dur, name in events:
+    per_kind[re.sub(r"(\.\d+)*(\.clone)?$", "", name)] += dur
+  t0 = min(s for s, _, _ in events)
+  t1 = max(s + d for s, d, _ in events)
+  bins = [0] * (int((t1 - t0) // 100_000) + 1)  # 0.1 ms bins
+  for start, dur, _ in events:
+    for b in range(int((start - t0) // 100_000),
+                   int((start + dur - t0) // 100_000)):
+      bins[b] += 1
+  n = len(bins)
+  return dict(
+      thread_ms_per_call={k: round(v / calls / 1e6, 1)
+                          for k, v in per_kind.most_common(15)},
+      busy_fraction={"0": round(bins.count(0) / n, 3),
+                     "1": round(bins.count(1) / n, 3),
+                     "2+": round(sum(b >= 2 for b in bins) / n, 3)})
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--model", default="han", help="han | ear | generator")
@@ -52,6 +113,8 @@ def main():
   p.add_argument("--reps", type=int, default=3)
   p.add_argument("--dtype", default="float32")
   p.add_argument("--tiny", action="store_true")
+  p.add_argument("--ops", action="store_true",
+                 help="add the per-op-kind breakdown of forward + backward")
   args = p.parse_args()
   rng = np.random.default_rng(0)
   if args.model == "generator":
@@ -126,6 +189,8 @@ def main():
   res["fwd_bwd_s"] = _time(lambda: grad(state.params), args.reps)
   res["fwd_bwd_no_dropout_s"] = _time(lambda: grad_nodrop(state.params),
                                       args.reps)
+  if args.ops:
+    res["ops"] = op_breakdown(lambda: grad(state.params))
   _, g = grad(state.params)
 
   @jax.jit

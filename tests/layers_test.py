@@ -245,3 +245,12 @@ def test_dropout_bit_identical_to_nnx(shape, broadcast_dims):
   np.testing.assert_array_equal(
       _np(y), _np(ref(x, deterministic=False, rngs=jax.random.key(5))))
   np.testing.assert_array_equal(_np(ours(x, deterministic=True)), _np(x))
+
+
+def test_dropout_without_rngs_is_a_clear_error():
+  x = jnp.ones((2, 3))
+  with pytest.raises(TypeError, match="needs rngs"):
+    layers_lib.Dropout(0.5)(x, deterministic=False)
+  # deterministic from the constructor, as in nnx.Dropout
+  np.testing.assert_array_equal(
+      _np(layers_lib.Dropout(0.5, deterministic=True)(x)), _np(x))

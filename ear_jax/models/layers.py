@@ -113,8 +113,8 @@ class Dropout(nnx.Dropout):
                rngs=None):
     if deterministic is None:
       deterministic = self.deterministic
-    if (self.rate == 0.0 or self.rate == 1.0 or deterministic
-        or jax.default_backend() != "cpu"):
+    if (self.rate == 0.0 or self.rate == 1.0 or deterministic is None
+        or deterministic or jax.default_backend() != "cpu"):
       return super().__call__(inputs, deterministic=deterministic, rngs=rngs)
     rngs = self.rngs if rngs is None else rngs
     if isinstance(rngs, nnx.Rngs):

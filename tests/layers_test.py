@@ -249,8 +249,10 @@ def test_dropout_bit_identical_to_nnx(shape, broadcast_dims):
 
 def test_dropout_without_rngs_is_a_clear_error():
   x = jnp.ones((2, 3))
-  with pytest.raises(TypeError, match="needs rngs"):
+  with pytest.raises(ValueError, match="rngs"):  # small: nnx.Dropout's path
     layers_lib.Dropout(0.5)(x, deterministic=False)
+  with pytest.raises(TypeError, match="needs rngs"):  # large: the cond path
+    layers_lib.Dropout(0.5)(jnp.ones((2, 1 << 16)), deterministic=False)
   # deterministic from the constructor, as in nnx.Dropout
   np.testing.assert_array_equal(
       _np(layers_lib.Dropout(0.5, deterministic=True)(x)), _np(x))

@@ -103,7 +103,9 @@ class Dropout(nnx.Dropout):
   gradient product and its transposed copy recompute the hash. Drawing the
   mask inside a `lax.cond` whose predicate is always true (XLA cannot prove
   it, so it keeps the branch) makes the boolean mask a materialised buffer,
-  computed once: ~8% of the full-size stage-3 CPU step. Same key use and
+  computed once: ~8% of the full-size stage-3 CPU step. Only draws of at
+  least cpu_prng.MIN_UNROLLED numbers take this path (smaller ones keep
+  JAX's rolled hash loop, which is never fused). Same key use and
   the same `bernoulli` draw as nnx.Dropout, so masks, losses and trained
   weights are bit-identical (tests/layers_test.py). Other backends use
   nnx.Dropout unchanged.
@@ -113,8 +115,14 @@ class Dropout(nnx.Dropout):
                rngs=None):
     if deterministic is None:
       deterministic = self.deterministic
+    shape = list(inputs.shape)
+    for dim in self.broadcast_dims:
+      shape[dim] = 1
+    # Small draws keep JAX's rolled threefry loop on CPU, which XLA never
+    # fuses into consumers: for them the cond would only add a branch.
     if (self.rate == 0.0 or self.rate == 1.0 or deterministic is None
-        or deterministic or jax.default_backend() != "cpu"):
+        or deterministic or jax.default_backend() != "cpu"
+        or math.prod(shape) < cpu_prng.MIN_UNROLLED):
       return super().__call__(inputs, deterministic=deterministic, rngs=rngs)
     rngs = self.rngs if rngs is None else rngs
     if isinstance(rngs, nnx.Rngs):
@@ -128,9 +136,6 @@ class Dropout(nnx.Dropout):
           "Dropout: deterministic=False needs rngs (nnx.Rngs, an RngStream"
           f" or a key); got {type(rngs).__name__}.")
     keep_prob = 1.0 - self.rate
-    shape = list(inputs.shape)
-    for dim in self.broadcast_dims:
-      shape[dim] = 1
     bits = (jax.random.key_data(key)
             if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key)
     always = (bits.reshape(-1)[0].astype(jnp.uint32) | jnp.uint32(1)) != 0

@@ -271,7 +271,29 @@ def import_uwav(root):
                ("model.HAN", "model.TemporalTransformer", "utils.train_utils"))
 
 
-class TorchHANStep:
+class _TorchSteps:
+  """`steps` PyTorch train steps timed together; subclasses define step()."""
+
+  def finish(self, loss, loss_dict):
+    """UWAV's loop tail: backward, clip_grad_norm_, grad-norm read-out,
+    AdamW step; the step's loss_all."""
+    loss.backward()
+    self.torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                        self.grad_norm)
+    self.train_utils.calculate_grad_norm(self.model)
+    self.opt.step()
+    return loss_dict["loss_all"]
+
+  def __call__(self) -> float:
+    _sync(self.torch, self.device)
+    t0 = time.perf_counter()
+    losses = [self.step(b) for b in self.batches]
+    _sync(self.torch, self.device)
+    self.loss = float(np.mean(losses))
+    return (time.perf_counter() - t0) / len(self.batches)
+
+
+class TorchHANStep(_TorchSteps):
   """UWAV main.py's train-loop body (scripts/train_han.sh arguments)."""
 
   def __init__(self, uwav, d3, batch, steps, tiny, device="cpu"):
@@ -309,7 +331,6 @@ class TorchHANStep:
     self.loss = None
 
   def step(self, b):
-    torch = self.torch
     weak = b["weak_label"].float()
     self.opt.zero_grad()
     outputs = self.model(b["audio"], b["video_s"], vis_3d_feat=b["video_st"],
@@ -319,22 +340,10 @@ class TorchHANStep:
     loss, loss_dict = self.model.calculate_loss(
         self.args, outputs, (weak, pl, pl), b["valid_mask"],
         a_logits=b["a_logit"], v_logits=b["v_logit"], **self.consts)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_norm)
-    self.train_utils.calculate_grad_norm(self.model)
-    self.opt.step()
-    return loss_dict["loss_all"]
-
-  def __call__(self) -> float:
-    _sync(self.torch, self.device)
-    t0 = time.perf_counter()
-    losses = [self.step(b) for b in self.batches]
-    _sync(self.torch, self.device)
-    self.loss = float(np.mean(losses))
-    return (time.perf_counter() - t0) / len(self.batches)
+    return self.finish(loss, loss_dict)
 
 
-class TorchGeneratorStep:
+class TorchGeneratorStep(_TorchSteps):
   """UWAV main_pretrain.py's train-loop body (train_transformer.sh)."""
 
   def __init__(self, uwav, d1, batch, steps, tiny, device="cpu"):
@@ -375,20 +384,7 @@ class TorchGeneratorStep:
                          attn_mask=b["attn_mask"])
     loss, loss_dict = self.model.calculate_loss(self.args, outputs, b["gt"],
                                                 b["valid"])
-    loss.backward()
-    self.torch.nn.utils.clip_grad_norm_(self.model.parameters(),
-                                        self.grad_norm)
-    self.train_utils.calculate_grad_norm(self.model)
-    self.opt.step()
-    return loss_dict["loss_all"]
-
-  def __call__(self) -> float:
-    _sync(self.torch, self.device)
-    t0 = time.perf_counter()
-    losses = [self.step(b) for b in self.batches]
-    _sync(self.torch, self.device)
-    self.loss = float(np.mean(losses))
-    return (time.perf_counter() - t0) / len(self.batches)
+    return self.finish(loss, loss_dict)
 
 
 class TorchHANInfer:

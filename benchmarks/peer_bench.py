@@ -32,7 +32,12 @@ eval(); UWAV itself evaluates one video per batch, timed too).
 
 Prints one JSON line: per path the median, min and max seconds per step over
 the reps, the per-rep times, ear-jax's trace and compile seconds, and
-`speedup` = PyTorch median / ear-jax median (paired per rep as well).
+`speedup` = PyTorch median / ear-jax median (paired per rep as well). Each
+ear-jax step also carries XLA's cost analysis of one step (`gflop_per_step`,
+`gb_per_step`: floating-point work, bytes read + written) and the GFLOP/s
+its median achieves; the `gemm` section (`gemm_peak`) times one lone float32
+matmul per model shape in XLA and torch, the machine's practical ceiling to
+read those rates against.
 """
 # pylint: disable=invalid-name,g-import-not-at-top,wrong-import-position
 
@@ -47,7 +52,7 @@ import sys
 import time
 
 
-def _args(argv=None):
+def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--uwav_root", default=None,
                  help="checkout of the public UWAV code (torch reference)")
@@ -60,8 +65,8 @@ def _args(argv=None):
   p.add_argument("--s1_t", type=int, default=60, help="stage-1 segments")
   p.add_argument("--infer_videos", type=int, default=1200)
   p.add_argument("--infer_batch", type=int, default=256)
-  p.add_argument("--only", default="han,ear,generator,infer",
-                 help="subset of han,ear,generator,infer")
+  p.add_argument("--only", default="gemm,han,ear,generator,infer",
+                 help="subset of gemm,han,ear,generator,infer")
   p.add_argument("--dtype", default="float32",
                  help="ear-jax model.dtype (float32 | bfloat16)")
   p.add_argument("--tiny", action="store_true",
@@ -70,7 +75,7 @@ def _args(argv=None):
   return p.parse_args(argv)
 
 
-ARGS = _args() if __name__ == "__main__" else None
+ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None:
   # XLA reads its thread count when the CPU client starts: set it first.
   os.environ["XLA_FLAGS"] = (
@@ -177,6 +182,7 @@ class JaxSteps:
     t0 = time.perf_counter()
     self.compiled = lowered.compile()
     self.compile_s = time.perf_counter() - t0
+    self.cost = xla_cost(self.compiled)
     self.steps = steps
     self.loss = None
 
@@ -254,6 +260,64 @@ class JaxInfer:
     t0 = time.perf_counter()
     self.predictor(self.weights)
     return time.perf_counter() - t0
+
+
+def xla_cost(compiled) -> dict:
+  """XLA's own count of one train step: GFLOP and GB read + written.
+
+  The scanned program is a while loop whose body XLA's cost analysis counts
+  once (not times the trip count), so this is per step for any `steps`.
+  """
+  ca = compiled.cost_analysis()
+  if isinstance(ca, (list, tuple)):
+    ca = ca[0] if ca else {}
+  ca = ca or {}
+  return dict(gflop=ca.get("flops", 0.0) / 1e9,
+              gb=ca.get("bytes accessed", 0.0) / 1e9)
+
+
+# GEMMs of the benchmarked models: stage 3 (B*T = 640 tokens, d 512, FFN
+# 2048) and stage 1 (B*T = 480 tokens, d 1024, FFN 2048).
+GEMM_SHAPES = ((640, 512, 512), (640, 512, 2048), (480, 1024, 2048))
+TINY_GEMM_SHAPES = ((64, 32, 32),)
+
+
+def gemm_peak(shapes, reps: int, torch=None) -> dict:
+  """float32 GFLOP/s of one lone [M,K]x[K,N] matmul, XLA and torch (when
+  given), best of `reps` x 5 calls: the machine's practical ceiling, against
+  which each step's achieved GFLOP/s can be read."""
+  out = {}
+  rng = np.random.default_rng(0)
+  for m, k, n in shapes:
+    a = rng.standard_normal((m, k), np.float32)
+    b = rng.standard_normal((k, n), np.float32)
+    flop = 2.0 * m * k * n
+    fns = {"jax": (jax.jit(lambda x, y: x @ y), jax.device_put(a),
+                   jax.device_put(b), _block)}
+    if torch is not None:
+      fns["torch"] = (torch.mm, torch.from_numpy(a), torch.from_numpy(b),
+                      lambda r: r)
+    row = {}
+    for name, (f, x, y, sync) in fns.items():
+      sync(f(x, y))
+      best = float("inf")
+      for _ in range(max(reps, 1) * 5):
+        t0 = time.perf_counter()
+        sync(f(x, y))
+        best = min(best, time.perf_counter() - t0)
+      row[f"{name}_gflops"] = round(flop / best / 1e9, 1)
+    out[f"{m}x{k}x{n}"] = row
+  return out
+
+
+def _jax_entry(fn, times) -> dict:
+  """trace/compile seconds and XLA's FLOP and byte counts of a jax runner,
+  with the GFLOP/s its median step achieves."""
+  med = statistics.median(times)
+  return dict(trace_s=round(fn.trace_s, 2), compile_s=round(fn.compile_s, 2),
+              gflop_per_step=round(fn.cost["gflop"], 4),
+              gb_per_step=round(fn.cost["gb"], 4),
+              achieved_gflops=round(fn.cost["gflop"] / med, 1))
 
 
 # ---------------------------------------------------------------- PyTorch --
@@ -448,9 +512,17 @@ def ratios(times, ref: str, fast: str) -> dict:
       speedup_paired_max=round(max(paired), 3))
 
 
+SECTIONS = ("gemm", "han", "ear", "generator", "infer")
+
+
 def main(args) -> dict:
   only = set(args.only.split(","))
+  unknown = sorted(only - set(SECTIONS))
+  if unknown:
+    raise ValueError(f"--only={args.only!r}: unknown {unknown}; choose from"
+                     f" {','.join(SECTIONS)}.")
   uwav = import_uwav(args.uwav_root) if args.uwav_root else None
+  torch = None
   if uwav is not None:
     import torch
     torch.set_num_threads(args.threads)
@@ -469,6 +541,9 @@ def main(args) -> dict:
     out["torch"] = dict(version=torch.__version__,
                         threads=torch.get_num_threads())
   res = out["results"]
+  if "gemm" in only:
+    res["gemm_peak"] = gemm_peak(TINY_GEMM_SHAPES if tiny else GEMM_SHAPES,
+                                 args.reps, torch)
 
   # Stage 3: the HAN pair, then EAR against the same PyTorch HAN step.
   s3 = {}
@@ -485,8 +560,7 @@ def main(args) -> dict:
       sec[k] = dict(summary(times[k]), params_m=round(fn.n_params / 1e6, 3),
                     loss=round(fn.loss, 4))
       if k.startswith("jax_"):
-        sec[k].update(trace_s=round(fn.trace_s, 2),
-                      compile_s=round(fn.compile_s, 2))
+        sec[k].update(_jax_entry(fn, times[k]))
         if "torch_han" in times:
           sec[k].update(ratios(times, "torch_han", k))
     res["stage3_step"] = sec
@@ -509,8 +583,7 @@ def main(args) -> dict:
       sec[k] = dict(summary(times[k]), params_m=round(fn.n_params / 1e6, 3),
                     loss=round(fn.loss, 4))
       if k.startswith("jax_"):
-        sec[k].update(trace_s=round(fn.trace_s, 2),
-                      compile_s=round(fn.compile_s, 2))
+        sec[k].update(_jax_entry(fn, times[k]))
         if "torch_generator" in times:
           sec[k].update(ratios(times, "torch_generator", k))
     res["stage1_step"] = sec

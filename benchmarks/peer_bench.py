@@ -317,7 +317,7 @@ def _jax_entry(fn, times) -> dict:
   return dict(trace_s=round(fn.trace_s, 2), compile_s=round(fn.compile_s, 2),
               gflop_per_step=round(fn.cost["gflop"], 4),
               gb_per_step=round(fn.cost["gb"], 4),
-              achieved_gflops=round(fn.cost["gflop"] / med, 1))
+              achieved_gflops=round(fn.cost["gflop"] / med, 3))
 
 
 # ---------------------------------------------------------------- PyTorch --

@@ -52,6 +52,9 @@ import sys
 import time
 
 
+SECTIONS = ("gemm", "han", "ear", "generator", "infer")
+
+
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--uwav_root", default=None,
@@ -65,8 +68,8 @@ def parse_args(argv=None):
   p.add_argument("--s1_t", type=int, default=60, help="stage-1 segments")
   p.add_argument("--infer_videos", type=int, default=1200)
   p.add_argument("--infer_batch", type=int, default=256)
-  p.add_argument("--only", default="gemm,han,ear,generator,infer",
-                 help="subset of gemm,han,ear,generator,infer")
+  p.add_argument("--only", default=",".join(SECTIONS),
+                 help=f"subset of {','.join(SECTIONS)}")
   p.add_argument("--dtype", default="float32",
                  help="ear-jax model.dtype (float32 | bfloat16)")
   p.add_argument("--tiny", action="store_true",
@@ -510,9 +513,6 @@ def ratios(times, ref: str, fast: str) -> dict:
                     / statistics.median(times[fast]), 3),
       speedup_paired_min=round(min(paired), 3),
       speedup_paired_max=round(max(paired), 3))
-
-
-SECTIONS = ("gemm", "han", "ear", "generator", "infer")
 
 
 def main(args) -> dict:

@@ -52,6 +52,6 @@ def test_cost_is_per_step_for_any_scan_length(pb):
 
 
 def test_unknown_section_names_the_choices(pb):
+  args = pb.parse_args(["--tiny", "--only=han,gpu"])
   with pytest.raises(ValueError, match="gemm,han,ear,generator,infer"):
-    args = pb.parse_args(["--tiny", "--only=han,gpu"])
     pb.main(args)

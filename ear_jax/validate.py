@@ -39,6 +39,8 @@ CHOICES = {
                      "loss.hard_targets": ("threshold", "labels")},
     "evaluate": {"split": ("val", "test"), "checkpoint": CHECKPOINT_CHOICES},
     "parse": {"checkpoint": CHECKPOINT_CHOICES},
+    "compare": {"split": ("test", "val", "val,test", "test,val"),
+                "pair_by": ("seed", "index")},
     # ear_jax.torch_import.SOURCES
     "import_torch": {"source": ("uwav_generator", "uwav_han", "han_eccv20",
                                 "valor_han")},

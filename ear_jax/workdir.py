@@ -274,8 +274,13 @@ def claim(config, primary: bool = True) -> Iterator[None]:
 
   Checks the recorded config (read-only), takes the lock, checks again
   (another run may have written it meanwhile), then writes config.json.
-  `primary`: this is process 0 (the one that locks and writes).
+  `primary`: this is process 0 (the one that locks and writes). A stage
+  whose workdir is optional (compare) and unset claims nothing.
   """
+  if config.get("workdir") is None and "workdir" not in config.get(
+      "required", ("workdir",)):
+    yield
+    return
   check_config(config)
   if not primary:
     yield

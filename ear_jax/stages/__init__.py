@@ -17,6 +17,7 @@ RUNNERS = {
     "train_parser": "ear_jax.stages.train_parser",
     "evaluate": "ear_jax.stages.evaluate",
     "parse": "ear_jax.stages.parse",
+    "compare": "ear_jax.stages.compare",
     "demo": "ear_jax.stages.demo",
 }
 

@@ -1,9 +1,14 @@
 r"""Writes tests/testdata/parity/*.npz from the PyTorch reference code.
 
   python tools/make_parity_fixtures.py --reference_root=/path/to/refs
+  # only the whole-run (55-step) training fixtures; they need uwav/ only:
+  PYTHONPATH=. python tools/make_parity_fixtures.py \
+      --reference_root=/path/to/refs \
+      --only=uwav_han_trajectory,uwav_generator_trajectory
 
 --reference_root holds checkouts of the reference repositories (obtained
-separately; nothing of them is copied into ear-jax):
+separately; nothing of them is copied into ear-jax); a job needs only the
+ones it reads (NEEDS):
   uwav/   UWAV @eb81492 (model/, utils/)
   han/    AVVP-ECCV20 (nets/net_audiovisual.py)
   valor/  VALOR (main_network.py)
@@ -12,7 +17,7 @@ small widths, its modules imported from the checkout and run on CPU in float32.
 Weights and inputs are rounded to float16-representable values (stored as
 float16, exact in float32) to keep the files small. Keys: "sd/<state-dict
 key>", "in/<input>", "out/<reference output>", "grad/<key>", "step/<key>",
-"cfg/<hyper-parameter>". Where the reference computes inline in a training
+"final/<key>" (weights after a whole run, float32), "cfg/<hyper-parameter>". Where the reference computes inline in a training
 or evaluation loop (UWAV main.py / main_pretrain.py), the loop body is
 re-expressed here around the reference functions it calls.
 """

@@ -17,9 +17,10 @@ small widths, its modules imported from the checkout and run on CPU in float32.
 Weights and inputs are rounded to float16-representable values (stored as
 float16, exact in float32) to keep the files small. Keys: "sd/<state-dict
 key>", "in/<input>", "out/<reference output>", "grad/<key>", "step/<key>",
-"final/<key>" (weights after a whole run, float32), "cfg/<hyper-parameter>". Where the reference computes inline in a training
-or evaluation loop (UWAV main.py / main_pretrain.py), the loop body is
-re-expressed here around the reference functions it calls.
+"final/<key>" (weights after a whole run, float32),
+"cfg/<hyper-parameter>". Where the reference computes inline in a
+training or evaluation loop (UWAV main.py / main_pretrain.py), the loop
+body is re-expressed here around the reference functions it calls.
 """
 # pylint: disable=invalid-name
 

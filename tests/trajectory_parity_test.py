@@ -6,8 +6,8 @@ generator loss) for 55 AdamW steps: warm-up + cosine learning rate per
 epoch, gradient clipping, a partial last batch, dropout p = 0, no mixup,
 a fixed batch order. Here ear-jax starts from the same weights (through
 ear_jax.torch_import) and runs its own training step (trainer's
-make_train_step and make_optimizer with the stage's loss recipe) over the
-same batches. Every step's loss must agree within 1e-4 relative, the
+make_train_step and make_optimizer with the stage's loss recipe, from the
+`:uwav` configs) over the same batches. Every step's loss must agree within 1e-4 relative, the
 final weights within 1e-3 of each tensor's largest magnitude.
 """
 # pylint: disable=invalid-name
@@ -192,16 +192,21 @@ def check_run(name, x, losses, norms, schedule):
 
 
 def test_uwav_han_training_trajectory():
-  """Stage 3: HAN with UWAV's losses (video BCE, soft class-balanced
-  segment BCE), AdamW, warm-up + cosine, clipping at 1.0."""
+  """Stage 3 of configs/stage3.py:uwav at the fixture's sizes: HAN with
+  UWAV's losses (video BCE, soft class-balanced segment BCE; mixup off),
+  AdamW, warm-up + cosine, clipping at 1.0."""
   sd, final, x = load("uwav_han_trajectory")
   arch, flat = torch_import.map_state_dict("uwav_han", sd)
   in_a, in_v2d, in_v3d = arch["inputs"]
-  cfg = stage3.get_config()
-  cfg.model.update(arch["model"], name="han", dropout=0.0,
+  cfg = stage3.get_config("uwav")  # UWAV's recipe (configs/uwav.py)
+  # Its HAN switches are those of UWAV's module; only the sizes differ.
+  for k in ("name", "audio_proj", "visual_proj", "han_norm", "han_update",
+            "mmil_att_hidden", "identical_layer_init"):
+    assert cfg.model[k] == dict(arch["model"], name="han")[k], k
+  assert cfg.loss.pos_weight_factor == float(x["cfg/pos_weight"])
+  cfg.model.update(arch["model"], dropout=0.0,
                    num_heads=int(x["cfg/num_heads"]))
-  cfg.loss.update(use_soft=True, use_reweight=True, use_mixup=False,
-                  pos_weight_factor=float(x["cfg/pos_weight"]))
+  cfg.loss.use_mixup = False  # the fixture has no mixup
   make = lambda: models_lib.get_model(
       "han", cfg.model, rngs=nnx.Rngs(0), in_dim_a=in_a,
       in_dim_v=in_v2d + in_v3d, num_classes=25)
@@ -229,18 +234,23 @@ def test_uwav_han_training_trajectory():
 
 
 def test_uwav_generator_training_trajectory():
-  """Stage 1: UWAV's symmetric generator without migration (the weighted,
-  masked BCE of sigma(z_a) sigma(z_v)), AdamW, warm-up + cosine,
-  clipping at 2.0, videos of 2 to 8 segments."""
+  """Stage 1 of configs/stage1.py:uwav at the fixture's sizes: UWAV's
+  symmetric generator without migration (the weighted, masked BCE of
+  sigma(z_a) sigma(z_v)), AdamW, warm-up + cosine, clipping at 2.0,
+  videos of 2 to 8 segments."""
   sd, final, x = load("uwav_generator_trajectory")
-  base = stage1.get_config()
+  base = stage1.get_config("uwav")  # UWAV's recipe (configs/uwav.py)
+  assert not base.migration.enabled and base.model.identical_layer_init
+  assert (base.loss.pos_weight, base.loss.neg_weight) == (
+      float(x["cfg/pos_weight"]), float(x["cfg/neg_weight"]))
   base.model.dropout = 0.0
-  base.migration.enabled = False
-  base.loss.update(pos_weight=float(x["cfg/pos_weight"]),
-                   neg_weight=float(x["cfg/neg_weight"]))
   cfg, graphdef, weights = torch_import.convert(
       "uwav_generator", sd, base, num_heads=int(x["cfg/num_heads"]))
-  assert cfg.model.asymmetric is False and cfg.model.dropout == 0.0
+  # The import sets UWAV's architecture; the recipe had it already.
+  for k in ("asymmetric", "identical_layer_init"):
+    assert cfg.model[k] == base.model[k], k
+  for k in ("logit_scale_a", "logit_scale_v"):  # float32 torch buffers
+    assert np.float32(cfg.model[k]) == np.float32(base.model[k]), k
   data = {"clip": x["in/clip"], "clap": x["in/clap"],
           "y_av": x["in/y_av"], "valid": x["in/valid"]}
   loss_fn = generator_lib.make_loss_fn(cfg)

@@ -78,7 +78,7 @@ def get_config(arg=None):
       audio_proj="mlp", visual_proj="linear", visual_proj_hidden=1024,
       visual_3d_dim=512, han_norm="post", han_update="sequential",
       mmil_att_hidden=0,
-      # True: every layer of a stack starts from one initialised copy, as
+      # True: every layer of a stack starts from one initialised copy, like
       # PyTorch's cloned layers (UWAV's HAN Encoder, nn.TransformerEncoder).
       identical_layer_init=False,
       dtype="float32",

@@ -8,7 +8,8 @@ a fixed batch order. Here ear-jax starts from the same weights (through
 ear_jax.torch_import) and runs its own training step (trainer's
 make_train_step and make_optimizer with the stage's loss recipe, from the
 `:uwav` configs) over the same batches. Every step's loss must agree within 1e-4 relative, the
-final weights within 1e-3 of each tensor's largest magnitude.
+final weights within 1e-3 of each tensor's largest magnitude (the biases
+without a gradient are checked by what they compute instead; GAUGE).
 """
 # pylint: disable=invalid-name
 

@@ -8,15 +8,18 @@ r"""Stage 1: pre-train the EAR pseudo-label generator on UnAV-100 (CLIP/CLAP).
 
 Variants of Table IV: `--config.model.asymmetric=False
 --config.migration.enabled=False` is "UWAV"; asymmetric=False with migration
-is "UWAV+LM"; asymmetric with migration off is "EAR w/o LM".
+is "UWAV+LM"; asymmetric with migration off is "EAR w/o LM". `:uwav` is
+UWAV's whole recipe (configs/uwav.py: also identical layer initialisation
+and float32 matmuls); it combines with :tiny / :small.
 Expected: full size on 1xH100 not measured yet (goal: 80 epochs < 45 s).
 """
 
 from configs import common
+from configs import uwav
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, tiny=False, small=False)
+  arg = common.parse_arg(arg, tiny=False, small=False, uwav=False)
   c = common.base(stage="pretrain_generator")
   c.required = ("workdir", "data.unav_root")
   c.seed = 1000
@@ -55,6 +58,8 @@ def get_config(arg=None):
   # R7: AV probability for model selection: mean of the two asymmetric
   # products (EAR) or sigma(z_a) sigma(z_v) (UWAV); threshold 0.5, >=.
   c.best_metric = "val/seg_av"
+  if arg.uwav:
+    uwav.apply(c, c.stage)
   if arg.tiny or arg.small:
     _shrink(c, tiny=arg.tiny)
   return c

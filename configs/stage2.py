@@ -17,10 +17,11 @@ test Avg 80.8 (zero-shot 83.1, weak label everywhere 46.4), ~10 s on CPU.
 """
 
 from configs import common
+from configs import uwav
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, tiny=False, small=False)
+  arg = common.parse_arg(arg, tiny=False, small=False, uwav=False)
   c = common.base(stage="generate_pseudo_labels")
   c.required = ("workdir", "generator_workdir", "data.llp_root")
   c.seed = 0  # only used to build the (then overwritten) generator
@@ -35,8 +36,11 @@ def get_config(arg=None):
   # arithmetic: its exact thresholds where cuts tie in F).
   c.threshold_precision = "float64"
   c.eval_batch_size = 256
+  if arg.uwav:  # UWAV's float32 threshold search, best checkpoint
+    uwav.apply(c, c.stage)
   if arg.tiny:
     c.eval_batch_size = 16
+    c.checkpoint = "auto"  # :tiny stage-1 runs rarely have a best/
   if arg.small:
     c.eval_batch_size = 64
   return c

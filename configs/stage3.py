@@ -23,6 +23,8 @@ Ablations (docs/METHOD.md, "EAR parser"):
              | no_uni (w/o A/V) | no_multi (w/o AV)
   S-XX       --config.model.erm_layers=2 | 4
   UWAV A8    --config.loss.use_soft/use_reweight/use_mixup=False
+UWAV's whole recipe (HAN, its switches, identical layer initialisation,
+float32 matmuls; configs/uwav.py): `configs/stage3.py:uwav`.
 Expected: 80 epochs on 1xH100 not measured yet (benchmarks/stage3_bench.py
 estimates it); LLP test Avg 63.7 (EAR), 62.8 (HAN on UWAV labels).
 :small keeps the paper's depths (HAN 5 layers, ERM L = 3, N_u = N_f = 1)
@@ -34,10 +36,11 @@ labels, 2 CPU cores): EAR ~125 s, test Seg Type@AV 90.0 (89.5 +- 0.4 over
 """
 
 from configs import common
+from configs import uwav
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, tiny=False, small=False)
+  arg = common.parse_arg(arg, tiny=False, small=False, uwav=False)
   c = common.base(stage="train_parser")
   c.required = ("workdir", "pseudo_labels_dir", "data.llp_root")
   c.seed = 20000
@@ -75,6 +78,9 @@ def get_config(arg=None):
       audio_proj="mlp", visual_proj="linear", visual_proj_hidden=1024,
       visual_3d_dim=512, han_norm="post", han_update="sequential",
       mmil_att_hidden=0,
+      # True: every layer of a stack starts from one initialised copy, like
+      # PyTorch's cloned layers (UWAV's HAN Encoder, nn.TransformerEncoder).
+      identical_layer_init=False,
       dtype="float32",
   )
   c.loss = dict(
@@ -97,6 +103,8 @@ def get_config(arg=None):
   c.checkpoint_every_epochs = 10
   c.best_metric = "val/seg_type"
   c.eval = dict(strict=True)  # UWAV `>`; False: HAN-code / VALOR `>=`
+  if arg.uwav:
+    uwav.apply(c, c.stage)
   if arg.tiny or arg.small:
     _shrink(c, tiny=arg.tiny)
   return c

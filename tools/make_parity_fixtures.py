@@ -1,9 +1,14 @@
 r"""Writes tests/testdata/parity/*.npz from the PyTorch reference code.
 
   python tools/make_parity_fixtures.py --reference_root=/path/to/refs
+  # only the whole-run (55-step) training fixtures; they need uwav/ only:
+  PYTHONPATH=. python tools/make_parity_fixtures.py \
+      --reference_root=/path/to/refs \
+      --only=uwav_han_trajectory,uwav_generator_trajectory
 
 --reference_root holds checkouts of the reference repositories (obtained
-separately; nothing of them is copied into ear-jax):
+separately; nothing of them is copied into ear-jax); a job needs only the
+ones it reads (NEEDS):
   uwav/   UWAV @eb81492 (model/, utils/)
   han/    AVVP-ECCV20 (nets/net_audiovisual.py)
   valor/  VALOR (main_network.py)
@@ -12,9 +17,10 @@ small widths, its modules imported from the checkout and run on CPU in float32.
 Weights and inputs are rounded to float16-representable values (stored as
 float16, exact in float32) to keep the files small. Keys: "sd/<state-dict
 key>", "in/<input>", "out/<reference output>", "grad/<key>", "step/<key>",
-"cfg/<hyper-parameter>". Where the reference computes inline in a training
-or evaluation loop (UWAV main.py / main_pretrain.py), the loop body is
-re-expressed here around the reference functions it calls.
+"final/<key>" (weights after a whole run, float32),
+"cfg/<hyper-parameter>". Where the reference computes inline in a
+training or evaluation loop (UWAV main.py / main_pretrain.py), the loop
+body is re-expressed here around the reference functions it calls.
 """
 # pylint: disable=invalid-name
 
@@ -627,6 +633,192 @@ def uwav_han_synthetic(root: str) -> None:
   save("uwav_han_synthetic", arrays)
 
 
+# ------------------------------------------------ training trajectories
+# Whole runs, step by step: N videos in batches of B (the last one partial,
+# as UWAV's DataLoader keeps it), E epochs of warm-up + cosine, a fixed
+# batch order per epoch (in/order), dropout p = 0, no mixup.
+TRAJECTORY = dict(num_videos=18, batch_size=4, epochs=11)  # 5 x 11 = 55 steps
+
+
+def _grid(gen, *shape, scale=1.0):
+  """Gaussian inputs on a 1/8 grid (float16-exact, small npz files)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  return torch.round(torch.randn(*shape, generator=gen) * scale * 8) / 8
+
+
+def _epoch_orders(seed: int, epochs: int, n: int) -> np.ndarray:
+  rng = np.random.default_rng(seed)
+  return np.stack([rng.permutation(n) for _ in range(epochs)]).astype(np.int32)
+
+
+def _train_uwav_loop(model, opt_cfg: dict, orders: np.ndarray, batch_size: int,
+                     loss_of, train_utils) -> dict:
+  """UWAV's training as main.py / main_pretrain.py run it: AdamW, the
+  WarmUpCosineAnnealingLR stepped once per epoch, and train()'s body per
+  batch (zero_grad, loss, backward, clip_grad_norm_, step), over the given
+  batch order instead of a shuffling DataLoader. Returns the per-step
+  loss, learning rate and pre-clipping gradient norm, and the final state
+  dict."""
+  import torch  # pylint: disable=g-import-not-at-top
+  optimizer = torch.optim.AdamW(
+      model.parameters(), lr=opt_cfg["lr"],
+      weight_decay=opt_cfg["weight_decay"],
+      betas=(opt_cfg["beta1"], opt_cfg["beta2"]), eps=opt_cfg["eps"])
+  scheduler = train_utils.WarmUpCosineAnnealingLR(
+      optimizer, opt_cfg["warm_up_epoch"], opt_cfg["epochs"],
+      opt_cfg["lr_min"], opt_cfg["lr"])
+  losses, lrs, norms = [], [], []
+  for order in orders:
+    model.train()
+    for start in range(0, len(order), batch_size):
+      idx = torch.from_numpy(order[start:start + batch_size]).long()
+      optimizer.zero_grad()
+      loss = loss_of(idx)
+      loss.backward()
+      norms.append(float(torch.nn.utils.clip_grad_norm_(
+          model.parameters(), opt_cfg["grad_norm"])))
+      lrs.append(optimizer.param_groups[0]["lr"])
+      optimizer.step()
+      losses.append(loss.item())
+    scheduler.step()
+  return {"out/loss": np.asarray(losses, np.float64),
+          "out/lr": np.asarray(lrs, np.float64),
+          "out/grad_norm": np.asarray(norms, np.float64),
+          **{f"final/{k}": v.detach().clone().numpy() for k, v in
+             model.state_dict().items()}}
+
+
+def uwav_han_trajectory(root: str) -> None:
+  """55 steps of UWAV's stage-3 HAN training (train_han.sh's losses:
+  video BCE + uncertainty-weighted, class-balanced segment BCE; mixup off)
+  on random inputs and stage-2 logits."""
+  import torch  # pylint: disable=g-import-not-at-top
+  with reference_path(os.path.join(root, "uwav")):
+    han_mod = importlib.import_module("model.HAN")
+    train_utils = importlib.import_module("utils.train_utils")
+  N, B, E = (TRAJECTORY[k] for k in ("num_videos", "batch_size", "epochs"))
+  gen = torch.Generator().manual_seed(6)
+  # train_han.sh's architecture at width 16; a 16-d stand-in for the
+  # 2048-d ResNet-152 rows keeps the file small (fc_fusion reads 2D + 3D).
+  arch = dict(input_v_2d_dim=16, input_v_3d_dim=512, input_a_dim=128,
+              hidden_dim=16, nhead=2, ff_dim=32, num_han_layers=2,
+              num_proj_layers=1, num_MMIL_layers=1, dropout=0.0)
+  model = _uwav_han(han_mod, 20000, **arch)
+  audio, vis_2d, vis_3d = (_grid(gen, N, T, 128), _grid(gen, N, T, 16),
+                           _grid(gen, N, T, 512))
+  weak = torch.zeros(N, C)
+  for b in range(N):
+    weak[b, torch.randperm(C, generator=gen)[:1 + b % 3]] = 1
+  logits = {m: _grid(gen, N, T, C, scale=3.0) for m in ("a", "v")}
+  theta = {m: _grid(gen, C) for m in ("a", "v")}
+  theta["a"][[1, 5]] = float("-inf")  # "every weak-label segment positive"
+  theta["v"][[2]] = float("-inf")
+  # Stage-2 binary labels (z > theta) & weak, and the class frequencies
+  # LLP_Dataset.get_class_freq computes from them (float64).
+  hard = {m: ((logits[m] > theta[m]) & (weak[:, None, :] > 0)).float()
+          for m in ("a", "v")}
+  freq = {m: torch.from_numpy(hard[m].numpy().astype(np.float64).sum(
+      (0, 1)) / (N * T)) for m in ("a", "v")}
+  args = _loss_args(soft=True, reweight=True)
+  args.cal_mixup_loss = False
+  attn = torch.ones(N, T, T, dtype=torch.bool)  # LLP loader: nothing masked
+  valid = torch.ones(N, T)
+
+  def loss_of(idx):
+    outs = model(audio[idx], vis_2d[idx], vis_3d_feat=vis_3d[idx],
+                 attn_mask=attn[idx])
+    loss, _ = model.calculate_loss(
+        args, outs, (weak[idx], hard["a"][idx], hard["v"][idx]), valid[idx],
+        a_logits=logits["a"][idx], v_logits=logits["v"][idx],
+        a_thresholds=theta["a"], v_thresholds=theta["v"],
+        a_class_freq=freq["a"], v_class_freq=freq["v"])
+    return loss
+
+  opt_cfg = dict(lr=3e-3, lr_min=1e-4, warm_up_epoch=3, epochs=E,
+                 weight_decay=1e-2, beta1=0.9, beta2=0.999, eps=1e-8,
+                 grad_norm=1.0)
+  orders = _epoch_orders(6, E, N)
+  arrays = {**state_dict(model), "in/audio": audio, "in/vis_2d": vis_2d,
+            "in/vis_3d": vis_3d, "in/weak": weak, "in/a_logit": logits["a"],
+            "in/v_logit": logits["v"], "in/theta_a": theta["a"],
+            "in/theta_v": theta["v"], "in/a_label": hard["a"],
+            "in/v_label": hard["v"], "in/freq_a": freq["a"],
+            "in/freq_v": freq["v"], "in/order": orders,
+            "cfg/num_heads": np.int32(arch["nhead"]),
+            "cfg/batch_size": np.int32(B),
+            "cfg/pos_weight": np.float64(args.pos_weight),
+            **{f"cfg/{k}": np.float64(v) for k, v in opt_cfg.items()}}
+  arrays.update(_train_uwav_loop(model, opt_cfg, orders, B, loss_of,
+                                 train_utils))
+  _report_trajectory("uwav_han_trajectory", arrays, opt_cfg)
+  save("uwav_han_trajectory", arrays)
+
+
+def uwav_generator_trajectory(root: str) -> None:
+  """55 steps of UWAV's stage-1 training (train_transformer.sh's loss: the
+  weighted, masked BCE of sigma(z_a) sigma(z_v)) on random UnAV-like
+  videos of 2 to 8 segments padded to 8."""
+  import torch  # pylint: disable=g-import-not-at-top
+  with reference_path(os.path.join(root, "uwav")):
+    tt = importlib.import_module("model.TemporalTransformer")
+    train_utils = importlib.import_module("utils.train_utils")
+  N, B, E = (TRAJECTORY[k] for k in ("num_videos", "batch_size", "epochs"))
+  gen = torch.Generator().manual_seed(7)
+  num_classes, L, Da, Dv = 10, 8, 32, 48
+  text_a = torch.nn.functional.normalize(torch.randn(num_classes, Da,
+                                                     generator=gen), dim=-1)
+  text_v = torch.nn.functional.normalize(torch.randn(num_classes, Dv,
+                                                     generator=gen), dim=-1)
+  torch.manual_seed(1000)
+  model = tt.TemporalTransformer(
+      input_v_2d_dim=Dv, input_v_3d_dim=1024, input_a_dim=Da, hidden_dim=16,
+      nhead=2, ff_dim=32, num_layers=2, dropout=0.0,
+      clap_event_feats=text_a, clip_event_feats=text_v)
+  # final_proj_{a,v} are MLP(d, 512, 512) / MLP(d, 768, 768) for CLAP/CLIP
+  # text rows; the same class at the stand-in widths Da, Dv (as the
+  # han_eccv20 fixture narrows MMIL_Net's layers).
+  model.final_proj_a = tt.MLP(16, Da, Da, num_layers=2)
+  model.final_proj_v = tt.MLP(16, Dv, Dv, num_layers=2)
+  round_module(model)
+  lengths = torch.randint(2, L + 1, (N,), generator=gen)
+  valid = (torch.arange(L)[None] < lengths[:, None]).float()  # (N, L)
+  attn = valid.bool()[:, :, None] & valid.bool()[:, None, :]  # UnAV loader
+  clap = _grid(gen, N, L, Da) * valid[..., None]  # zero padding
+  clip = _grid(gen, N, L, Dv) * valid[..., None]
+  y_av = (torch.rand(N, L, num_classes, generator=gen) < 0.2).float()
+  y_av = y_av * valid[..., None]
+  args = argparse.Namespace(pos_weight=5.0, neg_weight=1.0)
+
+  def loss_of(idx):
+    outs = model(clap[idx], clip[idx], valid_mask=valid[idx],
+                 attn_mask=attn[idx])
+    loss, _ = model.calculate_loss(args, outs, y_av[idx], valid[idx])
+    return loss
+
+  opt_cfg = dict(lr=3e-3, lr_min=1e-4, warm_up_epoch=3, epochs=E,
+                 weight_decay=1e-3, beta1=0.5, beta2=0.999, eps=1e-8,
+                 grad_norm=2.0)
+  orders = _epoch_orders(7, E, N)
+  arrays = {**state_dict(model), "in/text_a": text_a, "in/text_v": text_v,
+            "in/clap": clap, "in/clip": clip, "in/valid": valid,
+            "in/y_av": y_av, "in/order": orders,
+            "cfg/num_heads": np.int32(2), "cfg/batch_size": np.int32(B),
+            "cfg/pos_weight": np.float64(5.0),
+            "cfg/neg_weight": np.float64(1.0),
+            **{f"cfg/{k}": np.float64(v) for k, v in opt_cfg.items()}}
+  arrays.update(_train_uwav_loop(model, opt_cfg, orders, B, loss_of,
+                                 train_utils))
+  _report_trajectory("uwav_generator_trajectory", arrays, opt_cfg)
+  save("uwav_generator_trajectory", arrays)
+
+
+def _report_trajectory(name: str, arrays: dict, opt_cfg: dict) -> None:
+  loss, norm = arrays["out/loss"], arrays["out/grad_norm"]
+  clipped = int(np.sum(norm > opt_cfg["grad_norm"]))
+  print(f"{name}: {len(loss)} steps, loss {loss[0]:.4f} -> {loss[-1]:.4f},"
+        f" clipped in {clipped} steps, lr {sorted(set(arrays['out/lr']))}")
+
+
 # ------------------------------------- published sizes (printed, not saved)
 def full_size(root: str) -> None:
   """Random reference models at their published sizes, imported through
@@ -710,8 +902,13 @@ FIXTURES = {
     "han_eccv20": han_eccv20,
     "valor_han": valor_han,
     "uwav_han_synthetic": uwav_han_synthetic,
+    "uwav_han_trajectory": uwav_han_trajectory,
+    "uwav_generator_trajectory": uwav_generator_trajectory,
 }
 CHECKS = {"full_size": full_size}  # --only=full_size; not in the default
+# The checkouts each job reads (others: uwav/ only).
+NEEDS = {"han_eccv20": ("han",), "valor_han": ("valor",),
+         "full_size": ("uwav", "han", "valor")}
 
 
 def main():
@@ -722,18 +919,19 @@ def main():
                       help=f"comma-separated subset of {sorted(FIXTURES)},"
                       " or full_size (prints published-size parity)")
   args = parser.parse_args()
-  for sub in ("uwav", "han", "valor"):
+  names = [n for n in args.only.split(",") if n] or list(FIXTURES)
+  jobs = dict(FIXTURES, **CHECKS)
+  for name in names:
+    if name not in jobs:
+      sys.exit(f"--only: unknown fixture {name!r}; one of {sorted(jobs)}")
+  for sub in sorted({s for n in names for s in NEEDS.get(n, ("uwav",))}):
     if not os.path.isdir(os.path.join(args.reference_root, sub)):
       sys.exit(f"--reference_root={args.reference_root} has no {sub}/"
                " checkout (see this script's docstring).")
   sys.path.insert(0, REPO)  # ear_jax.data writes the synthetic LLP set
   import torch  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(1)  # deterministic reductions
-  names = [n for n in args.only.split(",") if n] or list(FIXTURES)
-  jobs = dict(FIXTURES, **CHECKS)
   for name in names:
-    if name not in jobs:
-      sys.exit(f"--only: unknown fixture {name!r}; one of {sorted(jobs)}")
     jobs[name](args.reference_root)
 
 

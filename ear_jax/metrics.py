@@ -358,16 +358,19 @@ SEED_KEYS = AGGREGATE_KEYS + ("avg",)
 
 
 def seeds_row(per_seed_scores: Sequence[Mapping[str, Any]], seeds,
-              extra: Mapping[str, Any] | None = None) -> dict:
+              extra: Mapping[str, Any] | None = None,
+              keys: Sequence[str] | None = None) -> dict:
   """The eval/<split>_seeds.json object of N seeds' scores (seed order):
   {"seeds", "n", "per_seed": {metric: [N values]}, "mean", "std", "ci95"
   (Student-t 95% half-width; std and ci95 None when n = 1)} over the ten
-  aggregates and avg, plus `extra`."""
-  rows = [with_avg(s) for s in per_seed_scores]
+  aggregates and avg (or the metrics `keys`, e.g. UnAV's seg_av, evt_av),
+  plus `extra`."""
+  rows = [with_avg(s) if keys is None else {k: float(s[k]) for k in keys}
+          for s in per_seed_scores]
   if len(rows) != len(seeds) or not rows:
     raise ValueError(f"{len(rows)} score rows for seeds {list(seeds)}; expected"
                      " one per seed (at least one).")
-  per_seed = {k: [r[k] for r in rows] for k in SEED_KEYS}
+  per_seed = {k: [r[k] for r in rows] for k in (keys or SEED_KEYS)}
   out = dict(seeds=[int(s) for s in seeds], n=len(rows), per_seed=per_seed,
              **stats_lib.summarize(per_seed))
   extra = dict(extra or {})

@@ -172,3 +172,138 @@ def test_n_seed_resume_equals_uninterrupted(tmp_path, monkeypatch):
                             full.final_step)
   assert meta["num_seeds"] == 2 and meta["seeds"] == [3, 4]
   assert meta["best_step"] == full.best_step
+
+
+# ------------------------------------------------------------- stages 1-3
+from configs import stage1 as stage1_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import stage2 as stage2_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ear_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ear_jax import stats as stats_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ear_jax import validate as validate_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ear_jax.data import pseudo_label_files as pl_files  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ear_jax.data import synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ear_jax.stages import generate_pseudo_labels  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ear_jax.stages import pretrain_generator  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ear_jax.stages import train_parser  # pylint: disable=g-import-not-at-top,wrong-import-position
+import stage3_test  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+KEYS = metrics_lib.AGGREGATE_KEYS + ("avg",)
+
+
+def _read(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def llp_sets(tmp_path_factory):
+  """(llp_root, a stage-2 dir with 2 sets): synthetic LLP, fake stage 2."""
+  root = tmp_path_factory.mktemp("seeds_llp")
+  synthetic.write_synthetic(root / "data", seed=3, num_llp=(16, 8, 8),
+                            num_unav=(1, 1, 1))
+  llp_root = str(root / "data" / "LLP")
+  s2 = root / "s2"
+  for k in range(2):
+    stage3_test.write_fake_stage2(pl_files.seed_set_dir(s2, k), llp_root,
+                                  seed=10 + k)
+  pl_files.write_seeds_manifest(s2, dict(num_seeds=2, seeds=[0, 1],
+                                         sets=["seeds/0", "seeds/1"]))
+  return llp_root, str(s2)
+
+
+def _s3(workdir, llp_root, pseudo_dir, seed=20000, num_seeds=1):
+  c = stage3_test.tiny_config(workdir, llp_root, pseudo_dir, "han",
+                              "clip_clap")
+  c.seed = seed
+  c.num_seeds = num_seeds
+  return c
+
+
+def test_stage3_pairs_seed_k_with_set_k(tmp_path, llp_sets):
+  """2 seeds on 2 sets: seed k's val/test scores and best step equal the
+  one-seed run of seed 20000 + k on set k; 2 seeds on 1 set: seed 0 equals
+  that run on set 0. Scores are thresholded, so the ~1e-6 weight
+  differences (see above) leave them equal here."""
+  llp_root, s2 = llp_sets
+  multi = _s3(tmp_path / "multi", llp_root, s2, num_seeds=2)
+  train_parser.run(multi)
+  shared = _s3(tmp_path / "shared", llp_root, pl_files.seed_set_dir(s2, 0),
+               num_seeds=2)
+  train_parser.run(shared)
+  for k in range(2):
+    single = _s3(tmp_path / f"s{k}", llp_root, pl_files.seed_set_dir(s2, k),
+                 seed=20000 + k)
+    train_parser.run(single)
+    for split in ("val", "test"):
+      one = _read(os.path.join(single.workdir, "eval", f"{split}.json"))
+      spread = _read(os.path.join(multi.workdir, "eval",
+                                  f"{split}_seeds.json"))
+      assert spread["seeds"] == [20000, 20001]
+      assert spread["step"][k] == one["step"], split
+      assert spread["checkpoint"][k] == one["checkpoint"]
+      for key in KEYS:
+        assert spread["per_seed"][key][k] == pytest.approx(one[key],
+                                                           abs=1e-9), key
+      if k == 0:
+        same = _read(os.path.join(shared.workdir, "eval",
+                                  f"{split}_seeds.json"))
+        for key in KEYS:
+          assert same["per_seed"][key][0] == pytest.approx(one[key], abs=1e-9)
+        assert same["num_pseudo_label_sets"] == 1
+  # eval/<split>.json: the ten keys hold the mean; _seeds.json's summary is
+  # stats.summarize of its per_seed lists.
+  for split in ("val", "test"):
+    mean = _read(os.path.join(multi.workdir, "eval", f"{split}.json"))
+    spread = _read(os.path.join(multi.workdir, "eval", f"{split}_seeds.json"))
+    summary = stats_lib.summarize(spread["per_seed"])
+    for key in KEYS:
+      assert mean[key] == pytest.approx(np.mean(spread["per_seed"][key]))
+      for stat in ("mean", "std", "ci95"):
+        assert spread[stat][key] == pytest.approx(summary[stat][key])
+    assert mean["num_seeds"] == 2 and mean["seeds"] == [20000, 20001]
+    assert spread["n"] == 2 and spread["split"] == split
+  # A parse/evaluate of the run restores either seed's selected weights.
+  from ear_jax import parser_lib  # pylint: disable=g-import-not-at-top
+  *_, step1, which1 = parser_lib.load_parser(multi.workdir, seed_index=1)
+  spread = _read(os.path.join(multi.workdir, "eval", "test_seeds.json"))
+  assert (step1, which1) == (spread["step"][1], spread["checkpoint"][1])
+
+
+def test_stage3_refuses_other_set_counts(tmp_path, llp_sets):
+  llp_root, s2 = llp_sets
+  for n in (3, 1):
+    with pytest.raises(ValueError, match=f"holds 2 pseudo-label sets.*"
+                       f"config.num_seeds={n}.*--config.num_seeds=2"):
+      train_parser.run(_s3(tmp_path / f"n{n}", llp_root, s2, num_seeds=n))
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True])
+def test_num_seeds_must_be_a_positive_int(value):
+  c = stage1_config.get_config("tiny")
+  c.workdir = "/tmp/unused"
+  c.data.unav_root = "/tmp/unused"
+  with c.ignore_type():
+    c.num_seeds = value
+  with pytest.raises(validate_lib.ConfigError,
+                     match=r"--config.num_seeds=.*must be an integer >= 1"):
+    validate_lib.check(c)
+  with pytest.raises(ValueError, match="num_seeds"):
+    trainer_lib.seed_list(c)
+
+
+def test_seed_table_prints_mean_std_and_n():
+  one = {k: 50.0 + i for i, k in enumerate(metrics_lib.AGGREGATE_KEYS)}
+  two = {k: 52.0 + i for i, k in enumerate(metrics_lib.AGGREGATE_KEYS)}
+  spread = metrics_lib.seeds_row([one, two], [7, 8])
+  assert spread["std"]["seg_a"] == pytest.approx(np.std([50.0, 52.0],
+                                                        ddof=1))
+  assert spread["ci95"]["seg_a"] == pytest.approx(
+      stats_lib.t_ppf(0.975, 1) * np.sqrt(2.0) / np.sqrt(2))
+  table = metrics_lib.format_table({"EAR": spread, "weak": one})
+  lines = table.splitlines()
+  assert lines[3].startswith("EAR (n=2) | 51.0 ± 1.4 ")
+  assert "50.0" in lines[4] and "±" not in lines[4]
+  # Rows of one run print exactly as before.
+  assert metrics_lib.format_table({"weak": one}).splitlines()[3] == (
+      "weak   |  50.0  51.0  52.0  53.0  54.0 |  55.0  56.0  57.0  58.0  59.0"
+      " |  54.5")

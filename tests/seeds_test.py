@@ -307,3 +307,87 @@ def test_seed_table_prints_mean_std_and_n():
   assert metrics_lib.format_table({"weak": one}).splitlines()[3] == (
       "weak   |  50.0  51.0  52.0  53.0  54.0 |  55.0  56.0  57.0  58.0  59.0"
       " |  54.5")
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+  root = tmp_path_factory.mktemp("seeds_synth")
+  synthetic.write_synthetic(root, seed=1, num_llp=(16, 8, 8),
+                            num_unav=(24, 8, 4), unav_max_duration=14,
+                            han_features=False)
+  return root
+
+
+def _s1(workdir, root, seed=1000, num_seeds=1):
+  c = stage1_config.get_config("tiny")
+  c.workdir = str(workdir)
+  c.data.unav_root = str(root / "UnAV")
+  c.seed = seed
+  c.num_seeds = num_seeds
+  c.checkpoint_every_epochs = c.total_epochs
+  c.progress = False
+  return c
+
+
+def _s2(workdir, s1_workdir, root):
+  c = stage2_config.get_config("tiny")
+  c.workdir = str(workdir)
+  c.generator_workdir = str(s1_workdir)
+  c.data.llp_root = str(root / "LLP")
+  c.progress = False
+  return c
+
+
+def test_stage1_seeds_and_stage2_sets(tmp_path, synth_root):
+  """A 2-seed stage 1: seed 1 equals the one-seed run of seed 1001 (UnAV
+  scores, best step); stage 2 on it writes 2 sets, set 1 equal to stage 2
+  on that one-seed run: labels and scores exactly, logits and thresholds
+  to the ~1e-6 relative float32 differences of vmapped training (see
+  test_n_seed_fit_equals_single_seed_fits)."""
+  multi = _s1(tmp_path / "s1_multi", synth_root, num_seeds=2)
+  pretrain_generator.run(multi)
+  single = _s1(tmp_path / "s1_single", synth_root, seed=1001)
+  pretrain_generator.run(single)
+  spread = _read(os.path.join(multi.workdir, "eval",
+                              "unav_validation_seeds.json"))
+  one = _read(os.path.join(single.workdir, "eval", "unav_validation.json"))
+  assert spread["seeds"] == [1000, 1001]
+  assert spread["best_step"][1] == one["best_step"]
+  for key in ("seg_av", "evt_av"):
+    assert spread["per_seed"][key][1] == pytest.approx(one[key], abs=1e-9)
+  mean = _read(os.path.join(multi.workdir, "eval", "unav_validation.json"))
+  assert mean["seg_av"] == pytest.approx(np.mean(spread["per_seed"]["seg_av"]))
+
+  s2 = _s2(tmp_path / "s2_multi", multi.workdir, synth_root)
+  generate_pseudo_labels.run(s2)
+  manifest = pl_files.read_seeds_manifest(s2.workdir)
+  assert manifest["num_seeds"] == 2 and manifest["seeds"] == [1000, 1001]
+  assert pl_files.pseudo_label_sets(s2.workdir) == [
+      pl_files.seed_set_dir(s2.workdir, k) for k in range(2)]
+  assert not os.path.exists(pl_files.llp_dir(s2.workdir))
+  s2_one = _s2(tmp_path / "s2_single", single.workdir, synth_root)
+  generate_pseudo_labels.run(s2_one)
+  ids = _read(os.path.join(pl_files.llp_dir(s2_one.workdir),
+                           "manifest.json"))["ids"]["train"]
+  a = pl_files.read_stage2(pl_files.seed_set_dir(s2.workdir, 1), ids)
+  b = pl_files.read_stage2(s2_one.workdir, ids)
+  np.testing.assert_allclose(a["a_logit"], b["a_logit"], rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_array_equal(a["a_label"], b["a_label"])
+  for m in ("a", "v"):  # cuts between logits: the same float32 rounding
+    np.testing.assert_allclose(a[f"thresholds_{m}"], b[f"thresholds_{m}"],
+                               rtol=1e-5, atol=1e-5)
+  for split in ("val", "test"):
+    x = _read(os.path.join(pl_files.seed_set_dir(s2.workdir, 1), "eval",
+                           f"{split}.json"))
+    y = _read(os.path.join(s2_one.workdir, "eval", f"{split}.json"))
+    for key in KEYS:
+      assert x[key] == pytest.approx(y[key], abs=1e-9), (split, key)
+    top = _read(os.path.join(s2.workdir, "eval", f"{split}_seeds.json"))
+    assert top["per_seed"]["avg"][1] == pytest.approx(y["avg"])
+  # The same command again: everything is up to date.
+  before = os.path.getmtime(os.path.join(s2.workdir,
+                                         pl_files.SEEDS_MANIFEST))
+  generate_pseudo_labels.run(s2)
+  assert os.path.getmtime(os.path.join(
+      s2.workdir, pl_files.SEEDS_MANIFEST)) == before

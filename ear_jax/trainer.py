@@ -533,15 +533,24 @@ def _fit_seeds(config, seeds, *, make_model, loss_fn, make_batch, train_data,
                " processes), %d steps per epoch", config.stage, n, seeds,
                n_params / 1e6, jax.device_count(), jax.process_count(), spe)
 
+  newest = ckpt.latest.latest_step()
+  if newest is not None:  # before restoring: a one-seed checkpoint of an
+    # older config.json (no num_seeds) must not be taken for a broken one
+    try:
+      saved_seeds = ckpt_lib.read_meta(ckpt.latest.directory, newest).get(
+          "seeds")
+    except ckpt_lib.CheckpointError:  # unreadable: restore_latest decides
+      saved_seeds = seeds
+    if saved_seeds != seeds:
+      raise ckpt_lib.CheckpointError(
+          f"{ckpt.latest.directory}/{newest} holds the run of seed(s)"
+          f" {saved_seeds or [config.seed]}; this run trains seeds {seeds}"
+          " (config.num_seeds). Use a new --config.workdir.")
   restored = ckpt.restore_latest(abstract)
   best_value, best_step = [None] * n, [None] * n
   best_weights = None
   if restored is not None:
     state, saved_meta = restored
-    if saved_meta.get("seeds") != seeds:
-      raise ckpt_lib.CheckpointError(
-          f"{workdir}/checkpoints holds seeds {saved_meta.get('seeds')};"
-          f" this run trains seeds {seeds}. Use a new --config.workdir.")
     start_epoch = int(saved_meta["epoch"])
     best_value = list(saved_meta["best_value"])
     best_step = list(saved_meta["best_step"])

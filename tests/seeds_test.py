@@ -391,3 +391,18 @@ def test_stage1_seeds_and_stage2_sets(tmp_path, synth_root):
   generate_pseudo_labels.run(s2)
   assert os.path.getmtime(os.path.join(
       s2.workdir, pl_files.SEEDS_MANIFEST)) == before
+
+
+def test_n_seed_fit_refuses_a_one_seed_checkpoint(tmp_path):
+  """A workdir of a one-seed run (e.g. a config.json without num_seeds,
+  accepted as harmless) is refused, not mistaken for a corrupt one."""
+  old = _config(tmp_path, epochs=1)
+  del old["num_seeds"]  # a config of an ear-jax without the field
+  _fit(old, 0.0)
+  new = _config(tmp_path, num_seeds=2, epochs=1)
+  new.override_config = True  # a field missing from config.json: harmless
+  with pytest.raises(ckpt_lib.CheckpointError, match=r"seed\(s\) \[3\];.*"
+                     r"seeds \[3, 4\]"):
+    _fit(new, 0.0)
+  assert not any(n.endswith(".corrupt")
+                 for n in os.listdir(tmp_path / "checkpoints"))

@@ -24,17 +24,6 @@ from ear_jax.data import pseudo_label_files as pl_files
 SPLITS = avvp.LLP_SPLITS
 
 
-def _up_to_date(config, source: dict, ids: dict) -> bool:
-  manifest = pl_files.read_manifest(config.workdir)
-  if manifest is None:
-    return False
-  files = [os.path.join(config.workdir, "eval", f"{p}{s}.json")
-           for p in ("", "baselines_") for s in ("val", "test")]
-  return (all(os.path.isfile(f) for f in files)
-          and manifest.get("source") == source
-          and manifest.get("ids") == ids)
-
-
 def _log_tables(workdir: str) -> None:
   for s in ("val", "test"):
     rows = {}
@@ -71,12 +60,39 @@ def run(config):
   source = dict(generator_workdir=os.path.abspath(config.generator_workdir),
                 checkpoint=which, checkpoint_step=step,
                 logits=config.logits, model=gen_config.model.to_dict())
-  if _up_to_date(config, source, ids):
+  if _set_up_to_date(config.workdir, source, ids):
     logging.info("%s is up to date (generator step %d, same ids): skipped.",
                  pl_files.llp_dir(config.workdir), step)
     _log_tables(config.workdir)
     return
 
+  out = _make_set(config, config.workdir, graphdef, weights, splits, ids,
+                  source)
+  logging.info("stage 2: wrote %s (generator %s step %d)", out, which, step)
+  _log_tables(config.workdir)
+
+
+# ------------------------------------------- N sets (an N-seed stage 1)
+def _remove_seed_sets(workdir: str) -> None:
+  manifest = os.path.join(workdir, pl_files.SEEDS_MANIFEST)
+  if os.path.exists(manifest):
+    os.remove(manifest)
+  shutil.rmtree(os.path.join(workdir, pl_files.SEEDS_DIR), ignore_errors=True)
+
+
+def _set_up_to_date(set_dir: str, source: dict, ids: dict) -> bool:
+  """set_dir (a workdir or a set) holds complete labels of this source."""
+  manifest = pl_files.read_manifest(set_dir)
+  files = [os.path.join(set_dir, "eval", f"{p}{s}.json")
+           for p in ("", "baselines_") for s in ("val", "test")]
+  return (manifest is not None and all(os.path.isfile(f) for f in files)
+          and manifest.get("source") == source
+          and manifest.get("ids") == ids)
+
+
+def _make_set(config, set_dir, graphdef, weights, splits, ids, source):
+  """One complete stage-2 output of the generator `weights` in set_dir
+  (the workdir, or set k of an N-seed source): labels, eval/*.json."""
   z = generator_lib.llp_logits(config, graphdef, weights, splits)
   suffix = "" if config.logits == "dynamic" else "_sta"
   za, zv = z["z_a" + suffix], z["z_v" + suffix]
@@ -95,62 +111,8 @@ def run(config):
     evals[f"eval/baselines_{s}.json"] = {
         "weak_everywhere": metrics_lib.with_avg(weak),
         "zero_shot": metrics_lib.with_avg(zs_scores[s])}
-
   # write_stage2 adds the ids, T and thresholds.
-  manifest = dict(classes=list(avvp.LLP_CLASSES), source=source)
-  out = pl_files.publish_stage2(
-      config.workdir,
-      extra_json=evals,
-      split_ids=ids,
-      a_logits={s: za[s] for s in SPLITS},
-      v_logits={s: zv[s] for s in SPLITS},
-      a_labels={s: pl_lib.binarize(za[s], th_a, splits[s].weak)
-                for s in SPLITS},
-      v_labels={s: pl_lib.binarize(zv[s], th_v, splits[s].weak)
-                for s in SPLITS},
-      thresholds_a=th_a, thresholds_v=th_v,
-      manifest=manifest)
-  logging.info("stage 2: wrote %s (generator %s step %d)", out, which, step)
-  _log_tables(config.workdir)
-
-
-
-# ------------------------------------------- N sets (an N-seed stage 1)
-def _remove_seed_sets(workdir: str) -> None:
-  manifest = os.path.join(workdir, pl_files.SEEDS_MANIFEST)
-  if os.path.exists(manifest):
-    os.remove(manifest)
-  shutil.rmtree(os.path.join(workdir, pl_files.SEEDS_DIR), ignore_errors=True)
-
-
-def _set_up_to_date(set_dir: str, source: dict, ids: dict) -> bool:
-  manifest = pl_files.read_manifest(set_dir)
-  files = [os.path.join(set_dir, "eval", f"{p}{s}.json")
-           for p in ("", "baselines_") for s in ("val", "test")]
-  return (manifest is not None and all(os.path.isfile(f) for f in files)
-          and manifest.get("source") == source
-          and manifest.get("ids") == ids)
-
-
-def _make_set(config, set_dir, graphdef, weights, splits, ids, source):
-  """One complete stage-2 output (labels, eval/) in set_dir, published as
-  the one-set run publishes its workdir."""
-  z = generator_lib.llp_logits(config, graphdef, weights, splits)
-  suffix = "" if config.logits == "dynamic" else "_sta"
-  za, zv = z["z_a" + suffix], z["z_v" + suffix]
-  f_dtype = config.get("threshold_precision", "float64")
-  th_a, th_v, scores = generator_lib.label_and_score(za, zv, splits, f_dtype)
-  *_, zs_scores = generator_lib.label_and_score(z["z_a_sta"], z["z_v_sta"],
-                                                splits, f_dtype)
-  evals = {}
-  for s in ("val", "test"):
-    extra = dict(split=s, n_videos=len(ids[s]), **source)
-    evals[f"eval/{s}.json"] = metrics_lib.eval_row(scores[s], extra)
-    weak = generator_lib.weak_everywhere_scores(splits[s])
-    evals[f"eval/baselines_{s}.json"] = {
-        "weak_everywhere": metrics_lib.with_avg(weak),
-        "zero_shot": metrics_lib.with_avg(zs_scores[s])}
-  pl_files.publish_stage2(
+  return pl_files.publish_stage2(
       set_dir, extra_json=evals, split_ids=ids,
       a_logits={s: za[s] for s in SPLITS},
       v_logits={s: zv[s] for s in SPLITS},

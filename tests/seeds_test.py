@@ -275,6 +275,15 @@ def test_stage3_refuses_other_set_counts(tmp_path, llp_sets):
     with pytest.raises(ValueError, match=f"holds 2 pseudo-label sets.*"
                        f"config.num_seeds={n}.*--config.num_seeds=2"):
       train_parser.run(_s3(tmp_path / f"n{n}", llp_root, s2, num_seeds=n))
+  # One-set readers (evaluate of a stage-2 run) name the sets.
+  with pytest.raises(FileNotFoundError, match="holds 2 pseudo-label sets.*"
+                     "seeds/0"):
+    pl_files.read_stage2(s2, [])
+  # Sets without their manifest: a stage 2 stopped before the last set.
+  unfinished = tmp_path / "unfinished"
+  os.makedirs(unfinished / pl_files.SEEDS_DIR / "0")
+  with pytest.raises(ValueError, match="unfinished.*Re-run stage 2"):
+    pl_files.pseudo_label_sets(unfinished)
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, True])

@@ -277,6 +277,13 @@ def _resolve_root(pseudo_dir) -> str:
   for root in (os.path.join(pseudo_dir, LLP_DIR), pseudo_dir):
     if os.path.isfile(os.path.join(root, THRESHOLD_FILE.format(m="a"))):
       return root
+  sets = read_seeds_manifest(pseudo_dir)
+  if sets is not None:
+    raise FileNotFoundError(
+        f"{pseudo_dir} holds {len(sets.get('sets', []))} pseudo-label sets,"
+        f" one per seed of its stage-1 run ({SEEDS_DIR}/<k>/); point at one"
+        f" of them, e.g. {seed_set_dir(pseudo_dir, 0)} (stage 3 with"
+        " --config.num_seeds set to their count reads them all).")
   raise FileNotFoundError(
       f"no stage-2 pseudo-labels at {pseudo_dir}: expected"
       f" {os.path.join(pseudo_dir, LLP_DIR, THRESHOLD_FILE.format(m='a'))}"

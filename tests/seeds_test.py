@@ -415,3 +415,29 @@ def test_n_seed_fit_refuses_a_one_seed_checkpoint(tmp_path):
     _fit(new, 0.0)
   assert not any(n.endswith(".corrupt")
                  for n in os.listdir(tmp_path / "checkpoints"))
+
+
+_TRACES = []
+
+
+def _counting_loss(model, batch, key, args):
+  _TRACES.append(1)  # runs only while tracing
+  return _loss_fn(model, batch, key, args)
+
+
+def test_n_seed_fits_share_one_executable(tmp_path, monkeypatch):
+  """Other seeds and per-seed loss_args reuse the cached vmapped epoch."""
+  monkeypatch.setattr(trainer_lib, "_EPOCH_FNS", {})
+  _TRACES.clear()
+  data = _data()
+  for k, seed in enumerate((3, 9)):
+    trainer_lib.fit(
+        _config(tmp_path / f"run{k}", seed=seed, num_seeds=2, epochs=1),
+        make_model=_make_model, loss_fn=_counting_loss,
+        make_batch=evaluator_lib.gather, train_data=data,
+        num_train=len(data["x"]),
+        loss_args={"shift": np.asarray([k, -k], np.float32)},
+        seed_axes=trainer_lib.SeedAxes(loss_args=True))
+  assert len(_TRACES) == 1, "the second N-seed fit retraced its epoch"
+  (epoch_fn,) = trainer_lib._EPOCH_FNS.values()  # pylint: disable=protected-access
+  assert epoch_fn._cache_size() == 1  # pylint: disable=protected-access

@@ -1,4 +1,5 @@
-"""Seeds as an axis: an N-seed fit equals the N single-seed fits."""
+"""Seeds as an axis: an N-seed fit equals the N single-seed fits; stage 1,
+2 and 3 with seeds; pseudo-label sets; errors; the mean ± std tables."""
 
 import json
 import os
@@ -10,10 +11,21 @@ import numpy as np
 import pytest
 
 from configs import common
+from configs import stage1 as stage1_config
+from configs import stage2 as stage2_config
 from ear_jax import checkpoint as ckpt_lib
 from ear_jax import evaluator as evaluator_lib
+from ear_jax import metrics as metrics_lib
+from ear_jax import stats as stats_lib
 from ear_jax import trainer as trainer_lib
+from ear_jax import validate as validate_lib
 from ear_jax import writer as writer_lib
+from ear_jax.data import pseudo_label_files as pl_files
+from ear_jax.data import synthetic
+from ear_jax.stages import generate_pseudo_labels
+from ear_jax.stages import pretrain_generator
+from ear_jax.stages import train_parser
+import stage3_test
 
 
 # Seed k of an N-seed fit vs the single-seed fit (see the first test).
@@ -96,9 +108,10 @@ def test_n_seed_fit_equals_single_seed_fits(tmp_path):
 
   Not bit-identical on XLA:CPU: the vmapped program lowers the batch
   reductions (BatchNorm statistics, the gradient sums of the matmuls) to
-  batched ops whose float32 summation order differs, a 1-ulp difference
-  after a step (seen: 9e-10 on 8e-3); after these 20 Adam steps at most
-  6e-8 absolute, 2e-6 relative. Hence RTOL; the initial weights and the data order are exact.
+  batched ops whose float32 summation order differs by an ulp here and
+  there; after these 20 Adam steps the weights differ by at most 6e-8
+  absolute, 2e-6 relative. Hence RTOL; the initial weights and the data
+  order are exact.
   """
   shifts = np.asarray([0.0, 0.5, -0.5], np.float32)
   multi = _fit(_config(tmp_path / "multi", num_seeds=3),
@@ -175,18 +188,6 @@ def test_n_seed_resume_equals_uninterrupted(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------- stages 1-3
-from configs import stage1 as stage1_config  # pylint: disable=g-import-not-at-top,wrong-import-position
-from configs import stage2 as stage2_config  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ear_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ear_jax import stats as stats_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ear_jax import validate as validate_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ear_jax.data import pseudo_label_files as pl_files  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ear_jax.data import synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ear_jax.stages import generate_pseudo_labels  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ear_jax.stages import pretrain_generator  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ear_jax.stages import train_parser  # pylint: disable=g-import-not-at-top,wrong-import-position
-import stage3_test  # pylint: disable=g-import-not-at-top,wrong-import-position
-
 KEYS = metrics_lib.AGGREGATE_KEYS + ("avg",)
 
 

@@ -220,14 +220,36 @@ def _s3(workdir, llp_root, pseudo_dir, seed=20000, num_seeds=1):
   return c
 
 
-def test_stage3_pairs_seed_k_with_set_k(tmp_path, llp_sets):
+def test_stage3_pairs_seed_k_with_set_k(tmp_path, llp_sets, monkeypatch):
   """2 seeds on 2 sets: seed k's val/test scores and best step equal the
   one-seed run of seed 20000 + k on set k; 2 seeds on 1 set: seed 0 equals
   that run on set 0. Scores are thresholded, so the ~1e-6 weight
-  differences (see above) leave them equal here."""
+  differences (see above) leave them equal here. Killed after its first
+  checkpoint, the 2-seed run resumes to the same files."""
   llp_root, s2 = llp_sets
   multi = _s3(tmp_path / "multi", llp_root, s2, num_seeds=2)
+  multi.checkpoint_every_epochs = 1
   train_parser.run(multi)
+  original = ckpt_lib.Checkpointer.save
+
+  def save_then_die(self, step, state, meta):
+    original(self, step, state, meta)
+    self.wait()
+    raise _Killed()
+
+  part = _s3(tmp_path / "part", llp_root, s2, num_seeds=2)
+  part.checkpoint_every_epochs = 1
+  monkeypatch.setattr(ckpt_lib.Checkpointer, "save", save_then_die)
+  with pytest.raises(_Killed):
+    train_parser.run(part)
+  monkeypatch.setattr(ckpt_lib.Checkpointer, "save", original)
+  train_parser.run(part)
+  for name in ("val.json", "test.json", "val_seeds.json", "test_seeds.json"):
+    a = _read(os.path.join(multi.workdir, "eval", name))
+    b = _read(os.path.join(part.workdir, "eval", name))
+    assert {k: v for k, v in a.items() if k != "pseudo_labels_dir"} == {
+        k: v for k, v in b.items() if k != "pseudo_labels_dir"}, name
+  assert _train_rows(multi.workdir) == _train_rows(part.workdir)
   shared = _s3(tmp_path / "shared", llp_root, pl_files.seed_set_dir(s2, 0),
                num_seeds=2)
   train_parser.run(shared)

@@ -8,6 +8,10 @@ from ear_jax import config_lib
 
 parse_arg = config_lib.parse_arg
 placeholder = config_dict.placeholder
+# Training stages (1 and 3): seeds config.seed + k, k < num_seeds, trained
+# as one vmapped program; eval/<split>.json holds the mean over seeds and
+# eval/<split>_seeds.json the spread (docs/SEEDS.md). 1: one run, as always.
+NUM_SEEDS = 1
 
 
 def base(stage: str) -> config_dict.ConfigDict:

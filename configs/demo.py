@@ -45,6 +45,9 @@ def get_config(arg=None):
   c.stage3_han = stage3.get_config(variant)
   c.stage3_han.model.name = "han"
   c.run_han = True
+  # Seeds per training stage (stages 1 and 3, docs/SEEDS.md): N sets the
+  # num_seeds of stage1, stage3 and stage3_han; None keeps their own (1).
+  c.num_seeds = common.placeholder(int)
   c.num_timelines = 2  # test videos drawn in the report (GT, HAN, EAR)
   if variant == "small":
     # The small generator converges on synthetic UnAV by epoch ~10 (val

@@ -58,6 +58,7 @@ def get_config(arg=None):
   # R7: AV probability for model selection: mean of the two asymmetric
   # products (EAR) or sigma(z_a) sigma(z_v) (UWAV); threshold 0.5, >=.
   c.best_metric = "val/seg_av"
+  c.num_seeds = common.NUM_SEEDS
   if arg.uwav:
     uwav.apply(c, c.stage)
   if arg.tiny or arg.small:

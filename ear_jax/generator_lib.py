@@ -178,10 +178,12 @@ def unav_scores(predictor, weights, y_av_NxTxC) -> dict:
 
 
 # --------------------------------------------------- stage 2: frozen on LLP
-def restore(generator_workdir: str, gen_config, which: str):
-  """(graphdef, weights, step, checkpoint) of a finished stage-1 run."""
+def restore(generator_workdir: str, gen_config, which: str,
+            seed_index: int = 0):
+  """(graphdef, weights, step, checkpoint) of a finished stage-1 run (of
+  seed `seed_index` when it trained config.num_seeds > 1 seeds)."""
   return runs_lib.restore_run(generator_workdir, model_factory(gen_config),
-                              which)
+                              which, seed_index=seed_index)
 
 
 def llp_logits(config, graphdef, weights,

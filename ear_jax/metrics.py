@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ear_jax import jsonio
+from ear_jax import stats as stats_lib
 
 AGGREGATE_KEYS = (
     "seg_a", "seg_v", "seg_av", "seg_type", "seg_event",
@@ -353,6 +354,65 @@ def eval_row(scores: Mapping[str, Any],
   return row
 
 
+SEED_KEYS = AGGREGATE_KEYS + ("avg",)
+
+
+def seeds_row(per_seed_scores: Sequence[Mapping[str, Any]], seeds,
+              extra: Mapping[str, Any] | None = None,
+              keys: Sequence[str] | None = None) -> dict:
+  """The eval/<split>_seeds.json object of N seeds' scores (seed order):
+  {"seeds", "n", "per_seed": {metric: [N values]}, "mean", "std", "ci95"
+  (Student-t 95% half-width; std and ci95 None when n = 1)} over the ten
+  aggregates and avg (or the metrics `keys`, e.g. UnAV's seg_av, evt_av),
+  plus `extra`."""
+  rows = [with_avg(s) if keys is None else {k: float(s[k]) for k in keys}
+          for s in per_seed_scores]
+  if len(rows) != len(seeds) or not rows:
+    raise ValueError(f"{len(rows)} score rows for seeds {list(seeds)}; expected"
+                     " one per seed (at least one).")
+  per_seed = {k: [r[k] for r in rows] for k in (keys or SEED_KEYS)}
+  out = dict(seeds=[int(s) for s in seeds], n=len(rows), per_seed=per_seed,
+             **stats_lib.summarize(per_seed))
+  extra = dict(extra or {})
+  clash = sorted(set(extra) & set(out))
+  if clash:
+    raise ValueError(f"extra keys {clash} would overwrite the seed summary;"
+                     " rename them.")
+  out.update(extra)
+  return out
+
+
+def write_seed_eval_json(eval_dir, split: str,
+                         per_seed_scores: Sequence[Mapping[str, Any]], seeds,
+                         extra: Mapping[str, Any] | None = None,
+                         seed_extra: Mapping[str, Any] | None = None
+                         ) -> tuple[dict, dict]:
+  """Scores of N seeds: <eval_dir>/<split>_seeds.json (`seeds_row`, with
+  `extra`) and then <split>.json, the ten aggregates' mean over seeds (+
+  avg, `extra`, `seed_extra`, num_seeds and seeds), each atomically.
+  Returns (mean row, seeds row)."""
+  extra = dict(extra or {})
+  spread = seeds_row(per_seed_scores, seeds, extra)
+  jsonio.write_json_atomic(os.path.join(os.fspath(eval_dir),
+                                        f"{split}_seeds.json"), spread)
+  mean = {k: spread["mean"][k] for k in AGGREGATE_KEYS}
+  row = write_eval_json(
+      os.path.join(os.fspath(eval_dir), f"{split}.json"), mean,
+      extra=dict(extra, **dict(seed_extra or {}), num_seeds=spread["n"],
+                 seeds=spread["seeds"]))
+  return row, spread
+
+
+def read_seed_eval_json(eval_json_path) -> dict | None:
+  """The <split>_seeds.json beside an eval/<split>.json path; None if there
+  is none (a one-seed run)."""
+  path = os.fspath(eval_json_path)
+  if not path.endswith(".json"):
+    return None
+  path = path[:-len(".json")] + "_seeds.json"
+  return jsonio.read_json(path) if os.path.isfile(path) else None
+
+
 def write_eval_details(eval_dir, split: str, filenames, class_names,
                        pred_a, pred_v, gt_a, gt_v) -> dict[str, str]:
   """Beside eval/<split>.json (unchanged): <split>_per_class.json (per-class
@@ -383,8 +443,40 @@ def write_eval_details(eval_dir, split: str, filenames, class_names,
   return paths
 
 
+def is_spread(scores: Mapping[str, Any]) -> bool:
+  """A table row over seeds ({"mean", "std", "n"}, e.g. a seeds_row) rather
+  than one run's scores."""
+  return isinstance(scores.get("mean"), Mapping) and "n" in scores
+
+
+def row_label(name: str, scores: Mapping[str, Any]) -> str:
+  """The row name, with "(n=N)" for a row over N > 1 seeds."""
+  if is_spread(scores) and int(scores["n"]) > 1:
+    return f"{name} (n={int(scores['n'])})"
+  return str(name)
+
+
+def row_cells(scores: Mapping[str, Any]) -> list[str]:
+  """The eleven cells (ten aggregates, avg) of a row: "87.2" for one run,
+  "87.2 ± 0.4" (mean ± sample std) for a row over N > 1 seeds."""
+  if not is_spread(scores):
+    s = with_avg(scores)
+    return [f"{s[k]:.1f}" for k in SEED_KEYS]
+  mean = with_avg(scores["mean"])
+  mean["avg"] = float(scores["mean"].get("avg", mean["avg"]))
+  std = scores.get("std") or {}
+  return [f"{mean[k]:.1f}" if std.get(k) is None
+          else f"{mean[k]:.1f} ± {std[k]:.1f}" for k in SEED_KEYS]
+
+
 def format_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
-  """Paper layout: Seg A V AV Type Event | Evt A V AV Type Event | Avg."""
+  """Paper layout: Seg A V AV Type Event | Evt A V AV Type Event | Avg.
+
+  A row is one run's scores, or a row over seeds (`is_spread`): it prints
+  mean ± std per cell and "(n=N)" after its name. A table without such
+  rows prints exactly as it always has."""
+  if any(is_spread(s) for s in rows.values()):
+    return _format_spread_table(rows)
   names = [str(n) for n in rows]
   w = max([len(n) for n in names] + [6])
   cols = ("A", "V", "AV", "Type", "Event")
@@ -398,4 +490,24 @@ def format_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
     seg = " ".join(f"{s[k]:5.1f}" for k in AGGREGATE_KEYS[:5])
     evt = " ".join(f"{s[k]:5.1f}" for k in AGGREGATE_KEYS[5:])
     lines.append(f"{str(name):<{w}} | {seg} | {evt} | {s['avg']:5.1f}")
+  return "\n".join(lines)
+
+
+def _format_spread_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
+  names = [row_label(n, s) for n, s in rows.items()]
+  cells = [row_cells(s) for s in rows.values()]
+  w = max([len(n) for n in names] + [6])
+  c = max([len(x) for row in cells for x in row] + [5])
+  cols = ("A", "V", "AV", "Type", "Event")
+  block = 5 * c + 4
+  head = (" " * w + " | " + " ".join(f"{x:>{c}}" for x in cols) + " | "
+          + " ".join(f"{x:>{c}}" for x in cols) + f" | {'Avg':>{c}}")
+  top = (" " * w + " | " + f"{'Segment-level':<{block}}" + " | "
+         + f"{'Event-level':<{block}}" + " |")
+  lines = [top, head, "-" * len(head)]
+  for name, row in zip(names, cells):
+    seg = " ".join(f"{x:>{c}}" for x in row[:5])
+    evt = " ".join(f"{x:>{c}}" for x in row[5:10])
+    lines.append(f"{name:<{w}} | {seg} | {evt} | {row[10]:>{c}}")
+  lines.append(f"(mean ± sample std over seeds; n = number of seeds)")
   return "\n".join(lines)

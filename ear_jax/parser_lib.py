@@ -125,16 +125,53 @@ def load_pseudo_labels(pseudo_labels_dir: str, ids, fmt: str = "uwav",
         f" split: {e}") from e
 
 
+def load_pseudo_label_sets(pseudo_labels_dir: str, ids, fmt: str = "uwav",
+                           loss_cfg=None, num_seeds: int = 1) -> list[dict]:
+  """load_pseudo_labels of every set at `pseudo_labels_dir`: one set, or
+  the N sets of a stage 2 run on an N-seed stage 1 (seed order). A run of
+  `num_seeds` seeds pairs seed k with set k, so it needs N == num_seeds,
+  or N == 1 (one set shared by every seed)."""
+  dirs = (pl_files.pseudo_label_sets(pseudo_labels_dir) if fmt == "uwav"
+          else [pseudo_labels_dir])
+  if len(dirs) not in (1, num_seeds):
+    raise ValueError(
+        f"pseudo_labels_dir={pseudo_labels_dir!r} holds {len(dirs)}"
+        f" pseudo-label sets (a stage 2 of a {len(dirs)}-seed stage 1), but"
+        f" config.num_seeds={num_seeds}: seed k trains on set k, so use"
+        f" --config.num_seeds={len(dirs)}, or a stage-2 run with 1 set or"
+        f" {num_seeds} sets.")
+  return [load_pseudo_labels(d, ids, fmt, loss_cfg) for d in dirs]
+
+
+def _label_arrays(config, pl: dict) -> dict:
+  out = {}
+  for m in ("a", "v"):
+    if f"{m}_logit" in pl:
+      out[f"{m}_logit"] = np.asarray(pl[f"{m}_logit"], np.float32)
+    if config.loss.get("hard_targets", "threshold") == "labels":
+      out[f"{m}_label"] = np.asarray(pl[f"{m}_label"], np.uint8)
+  return out
+
+
 def train_data(config, rec: avvp.LLPSplit, pl: dict) -> dict:
   """The device-resident training set: inputs, weak labels, stage-2 logits
   (and the binary labels when the loss trains on them)."""
   data = dict(load_inputs(config, rec.ids), weak=rec.weak.astype(np.float32))
-  for m in ("a", "v"):
-    if f"{m}_logit" in pl:
-      data[f"{m}_logit"] = np.asarray(pl[f"{m}_logit"], np.float32)
-    if config.loss.get("hard_targets", "threshold") == "labels":
-      data[f"{m}_label"] = np.asarray(pl[f"{m}_label"], np.uint8)
+  data.update(_label_arrays(config, pl))
   return data
+
+
+def seed_train_data(config, rec: avvp.LLPSplit, pls: list[dict]):
+  """(train_data, loss_args, trainer.SeedAxes) of an N-seed run on N
+  pseudo-label sets: the inputs are shared, each set's label arrays and
+  loss_args are stacked on a leading seed axis (seed k: set k)."""
+  data = dict(load_inputs(config, rec.ids), weak=rec.weak.astype(np.float32))
+  labels = [_label_arrays(config, pl) for pl in pls]
+  data.update({k: np.stack([x[k] for x in labels]) for k in labels[0]})
+  args = [loss_args_from_pseudo_labels(pl) for pl in pls]
+  stacked = {k: np.stack([a[k] for a in args]) for k in args[0]}
+  return data, stacked, trainer_lib.SeedAxes(data_keys=tuple(labels[0]),
+                                             loss_args=True)
 
 
 def loss_args_from_pseudo_labels(pl: dict) -> dict[str, np.ndarray]:
@@ -166,13 +203,15 @@ def score(predictor, weights, rec: avvp.LLPSplit, strict: bool) -> dict:
   return metrics_lib.avvp_scores(pred_a, pred_v, rec.gt_a, rec.gt_v)
 
 
-def load_parser(parser_workdir: str, which: str = "auto"):
+def load_parser(parser_workdir: str, which: str = "auto",
+                seed_index: int = 0):
   """(config, graphdef, weights, step, checkpoint) of a finished stage-3
   run, rebuilt from its config.json exactly as train_parser built it;
-  `checkpoint` is the one "auto" resolved to."""
+  `checkpoint` is the one "auto" resolved to. A run of N seeds gives seed
+  `seed_index`'s weights (its own selection; config.seed + seed_index)."""
   cfg = runs_lib.read_run_config(parser_workdir, "train_parser")
   graphdef, weights, step, which = runs_lib.restore_run(
-      parser_workdir, model_factory(cfg), which)
+      parser_workdir, model_factory(cfg), which, seed_index=seed_index)
   return cfg, graphdef, weights, step, which
 
 

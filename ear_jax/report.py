@@ -29,9 +29,15 @@ _COLS = ("A", "V", "AV", "Type", "Event")
 
 def load_scores(path: str, key: str | None = None) -> dict | None:
   """The ten metrics + avg from an eval JSON (or its `key` entry); None if
-  the file does not exist."""
+  the file does not exist. A run over N > 1 seeds (an eval/<split>.json
+  with a <split>_seeds.json beside it) gives its seeds row: mean ± std in
+  the tables (metrics.is_spread)."""
   if not os.path.exists(path):
     return None
+  if key is None:
+    spread = metrics_lib.read_seed_eval_json(path)
+    if spread is not None and int(spread.get("n", 1)) > 1:
+      return spread
   obj = jsonio.read_json(path)
   if key is not None:
     if key not in obj:
@@ -70,11 +76,9 @@ def markdown_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
           + [f"Evt {c}" for c in _COLS] + ["Avg"])
   lines = ["| " + " | ".join(head) + " |",
            "|" + "---|" * len(head)]
-  for name, scores in rows.items():
-    s = metrics_lib.with_avg(scores)
-    vals = [f"{s[k]:.1f}" for k in metrics_lib.AGGREGATE_KEYS]
-    lines.append("| " + " | ".join([str(name)] + vals + [f"{s['avg']:.1f}"])
-                 + " |")
+  for name, scores in rows.items():  # a row over seeds: mean ± std (n=N)
+    lines.append("| " + " | ".join([metrics_lib.row_label(name, scores)]
+                                   + metrics_lib.row_cells(scores)) + " |")
   return "\n".join(lines)
 
 

@@ -70,7 +70,10 @@ def _saved_best_step(run_workdir: str) -> int | None:
                  reverse=True) if os.path.isdir(directory) else []
   if not steps:
     return None
-  return ckpt_lib.read_meta(directory, steps[0]).get("best_step")
+  best = ckpt_lib.read_meta(directory, steps[0]).get("best_step")
+  if isinstance(best, list):  # N seeds: the newest improvement of any seed
+    best = max((b for b in best if b is not None), default=None)
+  return best
 
 
 def abstract_weights(make_model: Callable[[], Any], sharding=None) -> tuple:
@@ -83,15 +86,28 @@ def abstract_weights(make_model: Callable[[], Any], sharding=None) -> tuple:
       as_sds, dict(params=params, model_state=model_state))
 
 
+def num_seeds(run_workdir: str) -> int:
+  """The number of seeds a run trained together (its config's num_seeds;
+  1 for a run without config.json, e.g. imported weights)."""
+  if not os.path.isfile(os.path.join(run_workdir, "config.json")):
+    return 1
+  return int(read_run_config(run_workdir).get("num_seeds", 1) or 1)
+
+
 def restore_run(run_workdir: str, make_model: Callable[[], Any], which: str,
-                mesh=None) -> tuple[Any, dict, int, str]:
+                mesh=None, seed_index: int = 0) -> tuple[Any, dict, int, str]:
   """(graphdef, {"params", "model_state"}, step, checkpoint) of a run.
 
   `which` is "auto" | "best" | "latest"; `checkpoint` is the one restored.
   Only the weights are read (no optimizer is built). They come back
   replicated over `mesh` (default: every device), whatever the layout they
-  were saved with.
+  were saved with. A run of N seeds (config.num_seeds) keeps them stacked:
+  this returns seed `seed_index`'s (config.seed + seed_index), and "auto"
+  resolves per seed ("latest" for a seed whose validation never improved).
   """
+  n = num_seeds(run_workdir)
+  if n > 1 or seed_index:
+    return _restore_seed(run_workdir, make_model, which, mesh, seed_index, n)
   which = resolve_checkpoint(run_workdir, which)
   mesh = mesh if mesh is not None else sharding_lib.make_mesh()
   graphdef, abstract = abstract_weights(make_model,
@@ -105,6 +121,36 @@ def restore_run(run_workdir: str, make_model: Callable[[], Any], which: str,
         f"{e} A run keeps best/ only once its validation metric improved;"
         " use --config.checkpoint=auto (or latest) for such a run.") from e
   step = meta.get("best_step") if which == "best" else meta.get("step")
+  return graphdef, weights, int(step), which
+
+
+def _restore_seed(run_workdir, make_model, which, mesh, seed_index: int,
+                  n: int) -> tuple[Any, dict, int, str]:
+  """restore_run of seed `seed_index` of an N-seed run (stacked weights)."""
+  if not (isinstance(seed_index, int) and 0 <= seed_index < n):
+    raise ValueError(f"seed_index={seed_index!r}: {run_workdir} trained {n}"
+                     f" seed(s); use 0 to {n - 1}.")
+  requested = which
+  which = resolve_checkpoint(run_workdir, which)
+  mesh = mesh if mesh is not None else sharding_lib.make_mesh()
+  graphdef, abstract = abstract_weights(make_model,
+                                        sharding_lib.replicated(mesh))
+  stacked = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct((n,) + x.shape, x.dtype,
+                                     sharding=x.sharding), abstract)
+  weights, meta = ckpt_lib.restore_from_workdir(run_workdir, stacked, which)
+  if which == "best" and meta["best_step"][seed_index] is None:
+    if requested == "best":
+      raise ckpt_lib.CheckpointError(
+          f"{run_workdir}: seed {seed_index} of {n} never improved its"
+          " validation metric, so it has no best model; use"
+          " --config.checkpoint=auto (or latest).")
+    which = "latest"  # as the run's own final evaluation of that seed
+    weights, meta = ckpt_lib.restore_from_workdir(run_workdir, stacked,
+                                                  which)
+  step = (meta["best_step"][seed_index] if which == "best"
+          else meta.get("step"))
+  weights = jax.tree.map(lambda x: x[seed_index], weights)
   return graphdef, weights, int(step), which
 
 

@@ -96,6 +96,14 @@ def _errors(config, prefix: str = "") -> list[str]:
     if value is not None and (not _is_int(value) or value < 0):
       out.append(f"{flag(name)}={value!r}: must be an integer >= 0"
                  f" (e.g. {flag(name)}=0).")
+  if "num_seeds" in config:
+    n = config.num_seeds
+    # None: only the demo's passthrough (each stage keeps its own).
+    if not (n is None and config.get("stage") == "demo") and (
+        not _is_int(n) or n < 1):
+      out.append(f"{flag('num_seeds')}={n!r}: must be an integer >= 1, the"
+                 f" number of seeds trained together (e.g."
+                 f" {flag('num_seeds')}=3).")
   lr = _get(config, "optim.lr")
   if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
     out.append(f"{flag('optim.lr')}={lr!r}: must be > 0"

@@ -34,6 +34,53 @@ FORMAT = "uwav_llp_dataset"
 VERSION = 1
 
 
+# A stage-2 run of an N-seed stage 1 (N > 1): set k, a complete stage-2
+# output of its own, in <workdir>/seeds/<k>/; the manifest naming the sets
+# is written last.
+SEEDS_DIR = "seeds"
+SEEDS_MANIFEST = "seeds_manifest.json"
+
+
+def seed_set_dir(workdir, k: int) -> str:
+  """<workdir>/seeds/<k>: pseudo-label set k of an N-seed stage 2."""
+  return os.path.join(os.fspath(workdir), SEEDS_DIR, str(int(k)))
+
+
+def read_seeds_manifest(workdir) -> dict | None:
+  """<workdir>/seeds_manifest.json ({"num_seeds", "seeds", "sets", ...});
+  None for a one-set run (or one not finished)."""
+  path = os.path.join(os.fspath(workdir), SEEDS_MANIFEST)
+  return jsonio.read_json(path) if os.path.isfile(path) else None
+
+
+def write_seeds_manifest(workdir, manifest: Mapping[str, Any]) -> str:
+  """Writes the N-set manifest (last: it completes the run) atomically."""
+  path = os.path.join(os.fspath(workdir), SEEDS_MANIFEST)
+  jsonio.write_json_atomic(path, dict(manifest))
+  return path
+
+
+def pseudo_label_sets(pseudo_dir) -> list[str]:
+  """The directories of the pseudo-label sets at `pseudo_dir`, each one
+  for read_stage2: N set folders for a stage 2 of an N-seed stage 1 (in
+  seed order), else [pseudo_dir] itself."""
+  pseudo_dir = os.fspath(pseudo_dir)
+  manifest = read_seeds_manifest(pseudo_dir)
+  if manifest is not None:
+    sets = manifest.get("sets")
+    if not isinstance(sets, list) or not sets:
+      raise ValueError(f"{os.path.join(pseudo_dir, SEEDS_MANIFEST)} lists no"
+                       " pseudo-label sets; re-run stage 2 in that workdir.")
+    return [os.path.join(pseudo_dir, rel) for rel in sets]
+  if os.path.isdir(os.path.join(pseudo_dir, SEEDS_DIR)) and not os.path.isfile(
+      os.path.join(llp_dir(pseudo_dir), MANIFEST)):
+    raise ValueError(
+        f"{pseudo_dir} is unfinished: it holds {SEEDS_DIR}/ (per-seed"
+        f" pseudo-labels) but no {SEEDS_MANIFEST}, so stage 2 was stopped"
+        " before it wrote every set. Re-run stage 2 in that workdir.")
+  return [pseudo_dir]
+
+
 def llp_dir(workdir) -> str:
   """<workdir>/LLP_Dataset, where a stage-2 run keeps its files."""
   return os.path.join(os.fspath(workdir), LLP_DIR)
@@ -230,6 +277,13 @@ def _resolve_root(pseudo_dir) -> str:
   for root in (os.path.join(pseudo_dir, LLP_DIR), pseudo_dir):
     if os.path.isfile(os.path.join(root, THRESHOLD_FILE.format(m="a"))):
       return root
+  sets = read_seeds_manifest(pseudo_dir)
+  if sets is not None:
+    raise FileNotFoundError(
+        f"{pseudo_dir} holds {len(sets.get('sets', []))} pseudo-label sets,"
+        f" one per seed of its stage-1 run ({SEEDS_DIR}/<k>/); point at one"
+        f" of them, e.g. {seed_set_dir(pseudo_dir, 0)} (stage 3 with"
+        " --config.num_seeds set to their count reads them all).")
   raise FileNotFoundError(
       f"no stage-2 pseudo-labels at {pseudo_dir}: expected"
       f" {os.path.join(pseudo_dir, LLP_DIR, THRESHOLD_FILE.format(m='a'))}"

@@ -20,6 +20,7 @@ from ear_jax import report as report_lib
 from ear_jax import runs as runs_lib
 from ear_jax import stages as stages_lib
 from ear_jax import workdir as workdir_lib
+from ear_jax.data import pseudo_label_files as pl_files
 from ear_jax.data import synthetic
 
 # Table rows: name -> (eval JSON under the workdir, key in it).
@@ -84,16 +85,21 @@ def stage_configs(config, llp_root: str, unav_root: str) -> list:
 
   llp = {"data.llp_root": llp_root,
          "data.llp_annotations_dir": config.data.llp_annotations_dir}
-  s3 = dict(pseudo_labels_dir=os.path.join(w, "stage2"), **llp)
+  # --config.num_seeds=N: N seeds in stages 1 and 3 (docs/SEEDS.md).
+  seeds = ({} if config.get("num_seeds") is None
+           else {"num_seeds": config.num_seeds})
+  s3 = dict(pseudo_labels_dir=os.path.join(w, "stage2"), **llp, **seeds)
+  s1 = sub("stage1", **{"data.unav_root": unav_root,
+                        "data.unav_annotations": config.data.unav_annotations},
+           **seeds)
   stages = [
       ("stage1", "Stage 1: pre-train the pseudo-label generator on UnAV-100",
-       sub("stage1", **{
-           "data.unav_root": unav_root,
-           "data.unav_annotations": config.data.unav_annotations}),
-       "eval/unav_validation.json"),
+       s1, "eval/unav_validation.json"),
       ("stage2", "Stage 2: pseudo-labels for LLP (+ baselines)",
        sub("stage2", generator_workdir=os.path.join(w, "stage1"), **llp),
-       "LLP_Dataset/manifest.json"),  # published last
+       # published last (N sets of an N-seed stage 1: their manifest)
+       "LLP_Dataset/manifest.json" if s1.get("num_seeds", 1) == 1
+       else pl_files.SEEDS_MANIFEST),
       ("stage3", "Stage 3: train the EAR parser", sub("stage3", **s3),
        "eval/test.json"),
   ]

@@ -12,6 +12,7 @@ from flax import nnx
 
 from ear_jax import generator_lib
 from ear_jax import jsonio
+from ear_jax import metrics as metrics_lib
 from ear_jax import trainer as trainer_lib
 from ear_jax.data import avvp
 
@@ -38,6 +39,26 @@ def run(config):
       evaluate=lambda w: generator_lib.seg_av_on_device(predictor, w),
       best_metric=config.best_metric,
       meta=dict(num_classes=len(avvp.UNAV_CLASSES)))
+  if result.seeds is not None:  # N seeds: the mean and the spread
+    per_seed = [generator_lib.unav_scores(
+        predictor, trainer_lib.seed_slice(result.weights, k), val["y_av"])
+                for k in range(len(result.seeds))]
+    extra = dict(split="validation", n_videos=len(val_rec.ids),
+                 best_step=result.best_step)
+    spread = metrics_lib.seeds_row(per_seed, result.seeds, extra,
+                                   keys=("seg_av", "evt_av"))
+    eval_dir = os.path.join(config.workdir, "eval")
+    jsonio.write_json_atomic(
+        os.path.join(eval_dir, "unav_validation_seeds.json"), spread)
+    jsonio.write_json_atomic(
+        os.path.join(eval_dir, "unav_validation.json"),
+        {**spread["mean"], **extra, "num_seeds": spread["n"],
+         "seeds": spread["seeds"]})
+    logging.info("stage 1 done (%d seeds): seg_av %.2f ± %.2f, best %s=%s"
+                 " at steps %s", spread["n"], spread["mean"]["seg_av"],
+                 spread["std"]["seg_av"], config.best_metric,
+                 result.best_value, result.best_step)
+    return
   final = generator_lib.unav_scores(predictor, result.weights, val["y_av"])
   # UnAV has audio-visual labels only, so only the AV metrics exist here;
   # the ten LLP metrics of the generator come from stage 2.

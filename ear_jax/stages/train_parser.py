@@ -21,11 +21,17 @@ def run(config):
                                      config.data.llp_annotations_dir)
   train_rec, val_rec, test_rec = (avvp.read_llp_split(ann, s)
                                   for s in avvp.LLP_SPLITS)
-  pl = parser_lib.load_pseudo_labels(
+  seeds = trainer_lib.seed_list(config)
+  pls = parser_lib.load_pseudo_label_sets(
       config.pseudo_labels_dir, train_rec.ids,
-      config.get("pseudo_labels_format", "uwav"), config.loss)
-  train = parser_lib.train_data(config, train_rec, pl)
-  loss_args = parser_lib.loss_args_from_pseudo_labels(pl)
+      config.get("pseudo_labels_format", "uwav"), config.loss, len(seeds))
+  seed_axes = None
+  if len(pls) == 1:  # one set, shared by every seed
+    train = parser_lib.train_data(config, train_rec, pls[0])
+    loss_args = parser_lib.loss_args_from_pseudo_labels(pls[0])
+  else:  # seed k trains on set k
+    train, loss_args, seed_axes = parser_lib.seed_train_data(
+        config, train_rec, pls)
   logging.info("LLP: %d train, %d val, %d test; features %s; pseudo-labels"
                " %s", len(train_rec.ids), len(val_rec.ids), len(test_rec.ids),
                config.data.features, config.pseudo_labels_dir)
@@ -53,9 +59,13 @@ def run(config):
       loss_args=loss_args,
       make_batch=evaluator_lib.gather, train_data=train,
       num_train=len(train_rec.ids), evaluate=evaluate,
-      best_metric=config.best_metric,
+      best_metric=config.best_metric, seed_axes=seed_axes,
       meta=dict(num_classes=len(avvp.LLP_CLASSES),
                 pseudo_labels_dir=os.path.abspath(config.pseudo_labels_dir)))
+  if len(seeds) > 1:
+    _write_seed_results(config, result, predictor, val_rec, test_rec,
+                        len(pls))
+    return
 
   # best_step is None when val never beat 0: then these are the last weights.
   which = "latest" if result.best_step is None else "best"
@@ -72,4 +82,29 @@ def run(config):
                        config.pseudo_labels_dir)))
   logging.info("stage 3 (%s, best %s=%s at step %s):\n%s", config.model.name,
                config.best_metric, result.best_value, result.best_step,
+               metrics_lib.format_table(rows))
+
+
+def _write_seed_results(config, result, predictor, val_rec, test_rec,
+                        num_sets: int) -> None:
+  """N seeds: each scored with its own selected weights; eval/<split>.json
+  holds the mean over seeds, eval/<split>_seeds.json the spread."""
+  seeds, strict = result.seeds, config.eval.strict
+  which = ["latest" if b is None else "best" for b in result.best_step]
+  steps = [result.final_step if b is None else b for b in result.best_step]
+  rows = {}
+  for split, rec in (("val", val_rec), ("test", test_rec)):
+    per_seed = [parser_lib.score(predictor(split, rec),
+                                 trainer_lib.seed_slice(result.weights, k),
+                                 rec, strict) for k in range(len(seeds))]
+    _, rows[split] = metrics_lib.write_seed_eval_json(
+        os.path.join(config.workdir, "eval"), split, per_seed, seeds,
+        extra=dict(split=split, n_videos=len(rec.ids), checkpoint=which,
+                   step=steps, strict=strict,
+                   pseudo_labels_dir=os.path.abspath(
+                       config.pseudo_labels_dir),
+                   num_pseudo_label_sets=num_sets))
+  logging.info("stage 3 (%s, %d seeds %s, best %s=%s at steps %s):\n%s",
+               config.model.name, len(seeds), seeds, config.best_metric,
+               result.best_value, result.best_step,
                metrics_lib.format_table(rows))

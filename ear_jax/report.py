@@ -121,6 +121,7 @@ def write_report(
     timelines: Mapping[str, str] = (),
     notes: Sequence[str] = (),
     figure_notes: Sequence[str] = (),
+    comparisons: Mapping[str, str] = (),
 ) -> str:
   """Writes the markdown report; image paths are made relative to it.
 
@@ -129,6 +130,8 @@ def write_report(
     configs: {section: {dotted field: value}} (see `flat_config`).
     curves, heatmaps, timelines: {caption: PNG path}.
     notes: lines under the title; figure_notes: figures not drawn, and why.
+    comparisons: {caption: Markdown table} of paired comparisons
+      (ear_jax.compare.markdown_comparison), shown under the results.
   """
   root = os.path.dirname(os.path.abspath(path))
   md = [f"# {title}", ""]
@@ -138,6 +141,13 @@ def write_report(
          " Avg = mean of the ten numbers.", ""]
   for split, rows in tables.items():
     md += [f"### {split} split", "", markdown_table(rows), ""]
+  if comparisons:
+    md += ["## Paired comparisons over seeds", "",
+           "Mean ± std over seeds of each run, the mean paired difference"
+           " with its Student-t 95% CI, and the exact sign-flip permutation"
+           " p-value (with n seeds the smallest possible p is 2 / 2^n).", ""]
+    for caption, table in comparisons.items():
+      md += [f"### {caption}", "", table, ""]
   if curves:
     md += ["## Training curves", ""]
     for caption, png in curves.items():

@@ -116,3 +116,31 @@ def test_compare_command_prints_and_writes(tmp_path):
       env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert r.returncode != 0
   assert "different seeds" in r.stderr
+
+
+def test_demo_reports_ear_minus_han_when_both_ran_with_seeds(tmp_path):
+  from configs import demo as demo_config  # pylint: disable=g-import-not-at-top
+  from ear_jax import report as report_lib  # pylint: disable=g-import-not-at-top
+  from ear_jax.stages import demo  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  config = demo_config.get_config("tiny")
+  config.workdir = str(tmp_path)
+  for run, base in (("stage3_han", 60), ("stage3", 61)):
+    for split in ("val", "test"):
+      _seed_run(tmp_path / run, [20000, 20001, 20002],
+                [_scores(rng, base) for _ in range(3)], split=split)
+  assert demo.paired_comparisons(config) == {}  # num_seeds unset: one seed
+  config.num_seeds = 3
+  got = demo.paired_comparisons(config)
+  assert set(got) == {"val", "test"}
+  direct = compare_lib.compare(
+      compare_lib.load(str(tmp_path / "stage3_han"), "test"),
+      compare_lib.load(str(tmp_path / "stage3"), "test"))
+  assert got["test"] == direct
+  md = report_lib.write_report(
+      str(tmp_path / "report.md"), title="t", tables={},
+      comparisons={"EAR - HAN, LLP test": compare_lib.markdown_comparison(
+          got["test"], "HAN", "EAR")})
+  text = open(md).read()
+  assert "## Paired comparisons over seeds" in text
+  assert "EAR - HAN (mean±95% CI)" in text

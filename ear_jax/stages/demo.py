@@ -13,6 +13,7 @@ from absl import logging
 import jax
 
 from ear_jax import checkpoint as ckpt_lib
+from ear_jax import compare as compare_lib
 from ear_jax import config_lib
 from ear_jax import jsonio
 from ear_jax import metrics as metrics_lib
@@ -109,6 +110,25 @@ def stage_configs(config, llp_root: str, unav_root: str) -> list:
   return stages
 
 
+def paired_comparisons(config) -> dict[str, dict]:
+  """{split: EAR - HAN over paired seeds} when both parsers ran with
+  several seeds (compare.compare of stage3_han and stage3), else {}."""
+  w = config.workdir
+  seeds = [config[k].get("num_seeds", 1) for k in ("stage3", "stage3_han")]
+  if config.get("num_seeds") is not None:
+    seeds = [config.num_seeds] * 2
+  if not config.run_han or min(seeds) < 2:
+    return {}
+  out = {}
+  for split in ("val", "test"):
+    runs = [os.path.join(w, k) for k in ("stage3_han", "stage3")]
+    if all(os.path.isfile(os.path.join(r, "eval", f"{split}_seeds.json"))
+           for r in runs):
+      out[split] = compare_lib.compare(*(compare_lib.load(r, split)
+                                         for r in runs))
+  return out
+
+
 def write_outputs(config, stages, tables, seconds) -> str:
   """Figures, report.md and (last, so it marks completion) results.json."""
   w = config.workdir
@@ -124,9 +144,14 @@ def write_outputs(config, stages, tables, seconds) -> str:
       unav_root=stages[0][2].data.unav_root,
       **{f"synthetic.{k}": v
          for k, v in report_lib.flat_config(config.synthetic).items()})
+  comparisons = {
+      f"EAR - HAN, LLP {split}": compare_lib.markdown_comparison(
+          result, "HAN", "EAR")
+      for split, result in paired_comparisons(config).items()}
   path = report_lib.write_report(
       os.path.join(w, "report.md"), title="ear-jax demo report",
       tables=tables, configs=configs, **figs, figure_notes=figure_notes,
+      comparisons=comparisons,
       notes=[f"Command: `{' '.join(sys.argv)}`", "",
              f"Workdir `{w}`. Wall time per stage (s, last run of each):"
              f" `{json.dumps(seconds)}`.", "",
@@ -180,6 +205,9 @@ def run(config):
           f"\n== LLP {split} (synthetic data: this checks the pipeline, not"
           " the paper's numbers) ==")
       say(metrics_lib.format_table(tables[split]))
+  for split, result in paired_comparisons(config).items():
+    if split == "test":
+      say("\n" + compare_lib.format_comparison(result, "HAN", "EAR"))
   results = os.path.join(w, "results.json")
   report = os.path.join(w, "report.md")
   if timings or not (os.path.exists(results) and os.path.exists(report)):

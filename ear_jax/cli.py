@@ -151,12 +151,17 @@ def run_claimed(run_stage, config, verbose: bool = False) -> None:
   The claim refuses a busy workdir or one of an incompatible run before
   writing. An exception raised inside the stage is reported by its message
   (exit code 2 for a config value found bad there, else 1); its traceback
-  goes to <workdir>/error.log and, with --verbose, to stderr.
+  goes to <workdir>/error.log and, with --verbose, to stderr. A workdir
+  left with only config.json and error.log never started: a re-run may
+  change any value (workdir.never_started).
   Ctrl-C still ends the command as Python does.
   """
   primary = jax.process_index() == 0
+  log = os.path.join(config.workdir, workdir_lib.ERROR_LOG)
   try:
     with workdir_lib.claim(config, primary=primary):
+      if primary and os.path.lexists(log):
+        os.remove(log)  # an earlier failure's
       run_stage(config)
   except workdir_lib.WorkdirError as e:
     raise SystemExit(f"error: {e}") from e
@@ -165,11 +170,10 @@ def run_claimed(run_stage, config, verbose: bool = False) -> None:
     if verbose:
       sys.stderr.write(trace)
     where = "re-run with --verbose for the traceback"
-    if primary and config.get("workdir"):
-      path = os.path.join(config.workdir, workdir_lib.ERROR_LOG)
+    if primary and os.path.isdir(config.workdir):
       try:
-        jsonio.write_text_atomic(path, trace)
-        where = f"traceback in {path}"
+        jsonio.write_text_atomic(log, trace)
+        where = f"traceback in {log}"
       except OSError:
         pass
     message = str(e).strip() or type(e).__name__

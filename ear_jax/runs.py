@@ -120,7 +120,8 @@ def _suspects(run_workdir: str, diffs) -> str:
     model = jsonio.read_json(path).get("model", {})
   except (OSError, ValueError, AttributeError):
     return ""
-  flat = workdir_lib._flatten(model, "model.")  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  flat = workdir_lib._flatten(model, "model.")
   votes = {}  # (model value, checkpoint size) -> config fields
   for _, have, want in diffs:
     if have is None or want is None or len(have) != len(want):

@@ -124,12 +124,13 @@ def compare(config) -> tuple[dict, dict]:
         " Use another --config.workdir.")
   diff = differences(recorded, config_dict(config), config.stage)
   if diff and never_started(workdir):
-    # Only config.json: the recorded run stopped before writing anything
-    # (a bad value or input path), so no result depends on that config.
+    # The recorded run failed before writing anything (a bad value or
+    # input path), so no result depends on that config.
     logging.warning(
-        "%s: its config.json records a %r run that never started (nothing"
-        " else is there); starting it with this config instead (%s).",
-        workdir, config.stage, ", ".join(sorted(diff)))
+        "%s: its config.json records a %r run that failed before it wrote"
+        " anything (%s); starting it with this config instead (%s).",
+        workdir, config.stage, os.path.join(workdir, ERROR_LOG),
+        ", ".join(sorted(diff)))
     return {}, {}
   # A field added (or removed) by another ear-jax version than the run's
   # changes none of its numbers by itself.
@@ -140,14 +141,18 @@ def compare(config) -> tuple[dict, dict]:
 
 
 def never_started(workdir: str) -> bool:
-  """Whether `workdir` holds nothing but config.json (and the lock): a run
-  that stopped before it wrote any result."""
+  """Whether `workdir` holds a run that failed before it wrote any result:
+  nothing but config.json and the error.log of that failure (and the
+  lock). A workdir with only config.json may belong to a run still loading
+  its data, or killed doing so: that one stays guarded."""
   try:
-    names = os.listdir(workdir)
+    names = set(os.listdir(workdir))
   except OSError:
     return False
-  return all(n in (CONFIG, LOCK, ERROR_LOG) or (n.startswith(f".{CONFIG}.")
-                                     and n.endswith(".tmp")) for n in names)
+  return ERROR_LOG in names and CONFIG in names and all(
+      n in (CONFIG, LOCK, ERROR_LOG) or (n.startswith(f".{CONFIG}.")
+                                         and n.endswith(".tmp"))
+      for n in names)
 
 
 def check_config(config) -> dict[str, tuple[Any, Any]]:

@@ -142,12 +142,19 @@ def test_input_paths_are_checked_before_the_claim(tmp_path, monkeypatch):
 
 
 def test_a_run_that_never_started_takes_new_values(tmp_path):
+  # pylint: disable=g-import-not-at-top
+  from ear_jax import cli
+
+  def fail(config):
+    raise FileNotFoundError(f"{config.features_root}/feats: not found")
+
   c = _parse_cfg(tmp_path, stride=3)
-  with workdir_lib.claim(c):
-    pass  # a run that failed before writing anything
+  with pytest.raises(SystemExit):
+    cli.run_claimed(fail, c)  # failed before writing anything
+  assert os.path.isfile(os.path.join(c.workdir, workdir_lib.ERROR_LOG))
   c2 = _parse_cfg(tmp_path, stride=5)
-  with workdir_lib.claim(c2):
-    pass
+  cli.run_claimed(lambda config: None, c2)
+  assert not os.path.exists(os.path.join(c.workdir, workdir_lib.ERROR_LOG))
   assert jsonio.read_json(os.path.join(c.workdir, "config.json"))[
       "stride"] == 5
   os.makedirs(os.path.join(c.workdir, "parsed"))  # it ran: guarded

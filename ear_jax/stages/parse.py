@@ -98,9 +98,9 @@ def _sources(config, parser):
 
 def run(config) -> dict:
   """Parses the videos; returns {"ids", "parsed": {id: Parsed}, "rows"}."""
-  if bool(config.features_root) == bool(config.videos):
-    raise ValueError("set exactly one of --config.features_root (features on"
-                     " disk) and --config.videos (a folder of raw videos).")
+  # As launch.py does before the claim (for callers of run()): exactly one
+  # of features_root and videos, input folders that exist, PyAV for videos.
+  validate_lib.check_inputs(config)
   # Ids are file names: refused before any work or write (as by launch.py).
   requested = validate_lib.parse_ids(config.ids)
   parser = parsing.Parser.from_workdir(

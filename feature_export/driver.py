@@ -476,16 +476,20 @@ def export_for(features, configs, videos_dir: str, output_root: str,
       c.videos_dir, c.output_root, c.features = videos_dir, output_root, feats
       c.workdir = (os.path.join(workdir, f"export_{name}") if workdir
                    else None)
-    try:
-      exporter = registry.get_exporter(c)
-    except (ValueError, FileNotFoundError) as e:
-      raise type(e)(f"exporter {name!r} (config.export_{name}): {e}") from e
     # Errors name the caller's flags (the parse stage: --config.videos,
     # --config.export_<name>.<field>).
     flag = lambda field, name=name: (
         videos_flag if field == "videos_dir" and videos_flag else
         f"{config_flag.format(name=name)}.{field}" if config_flag else
         f"--config.{field}")
+    try:
+      exporter = registry.get_exporter(c)
+    except (ValueError, FileNotFoundError) as e:
+      text = str(e)
+      if config_flag:  # the exporter names its own config's flags
+        text = text.replace("--config.", flag("").rstrip(".") + ".")
+      raise type(e)(f"exporter {name!r} (config.export_{name}): {text}"
+                    ) from e
     videos = videos or list_videos(c, flag)
     manifest = export(c, exporter)
     for f in manifest["failures"]:

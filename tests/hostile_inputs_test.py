@@ -313,6 +313,11 @@ def test_raw_video_errors_name_the_parse_flags(stage3, tmp_path):
     parse_stage.run(c)
   assert "--config.export_han.video_extensions" in str(e.value)
   assert "--config.video_extensions" not in str(e.value)
+  c.export_han.random_init_for_testing = False  # weights now required
+  with pytest.raises(ValueError) as e:
+    parse_stage.run(c)
+  assert "--config.export_han.vggish_weights=PATH" in str(e.value)
+  assert "--config.vggish_weights" not in str(e.value)
 
 
 def test_checkpoint_errors_say_what_is_wrong(stage3, tmp_path):

@@ -48,6 +48,7 @@ from ear_jax import metrics as metrics_lib
 from ear_jax import parser_lib
 from ear_jax import report as report_lib
 from ear_jax import sharding as sharding_lib
+from ear_jax import validate as validate_lib
 from ear_jax.data import avvp
 from ear_jax.data import llp_features
 
@@ -363,6 +364,9 @@ def write_parsed(out_dir: str, parsed: Parsed, parser: Parser,
                  **row) -> dict:
   """Writes <out_dir>/<id>.json; returns its manifest row."""
   vid, m = parsed.video_id, parsed.merged
+  bad = validate_lib.bad_id(vid)
+  if bad:  # ids are file names: never a path out of out_dir
+    raise ValueError(f"video id {vid!r} is not a file name ({bad}).")
   rel = f"{vid}.json"
   jsonio.write_json_atomic(os.path.join(out_dir, rel), parsed.to_json(
       parser.classes, filename=filename or vid, duration=duration,

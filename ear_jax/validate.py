@@ -148,6 +148,8 @@ def parse_ids(value: str | None) -> list[str] | None:
 
 def bad_id(vid: str) -> str | None:
   """Why `vid` cannot be a video id (a file name), or None if it can."""
+  if not vid:
+    return "it is empty"
   if vid in (".", ".."):
     return "it names a directory"
   if "/" in vid or "\\" in vid or os.sep in vid:

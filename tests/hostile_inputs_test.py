@@ -141,6 +141,22 @@ def test_input_paths_are_checked_before_the_claim(tmp_path, monkeypatch):
     validate_lib.check_inputs(e)
 
 
+@pytest.mark.parametrize("stage,field", [
+    ("stage1", "data.unav_root"), ("stage2", "generator_workdir"),
+    ("stage3", "pseudo_labels_dir"), ("eval", "run_workdir")])
+def test_training_stages_check_data_paths_before_the_claim(tmp_path, stage,
+                                                          field):
+  # pylint: disable=g-import-not-at-top
+  import importlib
+  from ear_jax import config_lib
+  c = importlib.import_module(f"configs.{stage}").get_config("tiny")
+  c.workdir = str(tmp_path / "w")
+  config_lib.set_field(c, field, str(tmp_path / "typo"))
+  with pytest.raises(validate_lib.ConfigError,
+                     match=rf"--config.{field}=.*typo.*no such directory"):
+    validate_lib.check_inputs(c)
+
+
 def test_a_run_that_never_started_takes_new_values(tmp_path):
   # pylint: disable=g-import-not-at-top
   from ear_jax import cli
@@ -161,6 +177,22 @@ def test_a_run_that_never_started_takes_new_values(tmp_path):
   with pytest.raises(workdir_lib.WorkdirError, match="stride"):
     with workdir_lib.claim(_parse_cfg(tmp_path, stride=3)):
       pass
+
+
+def test_parse_outputs_refuse_path_ids(tmp_path):
+  # pylint: disable=g-import-not-at-top
+  import types
+  C, T = 2, 10
+  z = np.zeros((1, T, C), np.float32)
+  merged = parsing.merge_windows(np.zeros((1, C)), z, z, [0], T)
+  parser = types.SimpleNamespace(classes=["a", "b"], window=T, stride=5)
+  out = tmp_path / "parsed"
+  for vid in ("../escape", "sub/x", ""):
+    with pytest.raises(ValueError, match="not a file name"):
+      parsing.write_parsed(str(out), parsing.Parsed(vid, [], merged), parser)
+  assert not tmp_path.joinpath("escape.json").exists() and not out.exists()
+  parsing.write_parsed(str(out), parsing.Parsed("ok", [], merged), parser)
+  assert (out / "ok.json").is_file()
 
 
 # ------------------------------------------------- video level, confidence
@@ -262,8 +294,17 @@ def test_parse_survives_a_hostile_file_and_names_videos(stage3, tmp_path):
   _forge_npy(features_lib.feature_path(data, "vggish", ids[0]), 10**15)
   c = parse_config.get_config("tiny")
   c.workdir, c.parser_workdir = str(tmp_path / "out"), str(root / "s3")
-  c.features_root, c.progress, c.timelines = str(data), False, False
+  c.features_root, c.progress = str(data), False
+  # Links planted where outputs go are replaced, their targets untouched.
+  target = tmp_path / "precious.txt"
+  target.write_text("keep me")
+  for rel in (f"timelines/{ids[1]}.png", f"parsed/{ids[1]}.json",
+              "parsed/eval_audio.csv"):
+    (tmp_path / "out" / rel).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "out" / rel).symlink_to(target)
   out = parse_stage.run(c)
+  assert target.read_text() == "keep me"
+  assert not (tmp_path / "out" / f"timelines/{ids[1]}.png").is_symlink()
   assert out["rows"][ids[0]]["status"] == "failed"
   assert "claims shape (1000000000000000, 128)" in out["rows"][ids[0]][
       "reason"]
@@ -280,6 +321,7 @@ def test_parse_survives_a_hostile_file_and_names_videos(stage3, tmp_path):
   bare = tmp_path / "bare"
   _features_only(llp, bare, ids[1:3])
   c.workdir, c.features_root = str(tmp_path / "out2"), str(bare)
+  c.timelines = False
   parse_stage.run(c)
   index = jsonio.read_json(tmp_path / "out2" / "parsed" / "index.json")
   assert index["filenames"].startswith("video ids: no LLP split CSV")

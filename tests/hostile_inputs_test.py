@@ -2,7 +2,6 @@
 follow links, a hostile file fails alone, eval refuses what it cannot
 match, bad values never claim a workdir, errors are one line."""
 
-import json
 import os
 import pathlib
 import subprocess

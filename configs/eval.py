@@ -14,6 +14,10 @@ are scored. Or any method's predictions in the LLP annotation format:
       --config.predictions_dir=/runs/parsed/parsed \
       --config.data.llp_root=/data/LLP   # eval_{audio,visual}.csv there
 
+CSVs are matched to the split by LLP filename (<id>_<start>_<end>):
+predictions naming none of its videos are refused; part of them is scored
+with `coverage` and a `partial` note in the JSON.
+
 Writes <workdir>/eval/<split>.json (the ten aggregates + avg; for a run the
 numbers equal its own eval/<split>.json), and beside it
 <split>_per_class.json (F1 per class, modality and level, counts pooled over

@@ -28,13 +28,18 @@ every `stride` segments (0: half a window) and merged (ear_jax/parsing.py):
   events: maximal runs of predicted segments (audio-visual: audio AND
     visual); confidence = mean probability over the event x the highest
     gate in it; `video_level` = max over windows of the video probability.
+    Both in [0, 1]: MMIL's attention-pooled video value reaches 2 (the
+    reference clips it only in its loss), so it is reported clipped at 1.
 
 Writes <workdir>/parsed/<id>.json (events: modality, class, onset, offset in
 seconds, end exclusive, confidence; duration, num_segments, windowing),
 parsed/index.json (the manifest: one row per video, status parsed | failed
-with the reason), parsed/eval_audio.csv + eval_visual.csv (every prediction
-in the LLP annotation format of AVVP_eval_*.csv, scorable by the official
-scripts and ear-jax's eval), timelines/<id>.png (whole video, time in
+with the reason; `filenames` says how the CSVs name videos),
+parsed/eval_audio.csv + eval_visual.csv (every prediction in the LLP
+annotation format of AVVP_eval_*.csv, scorable by the official scripts and
+ear-jax's eval; videos named by LLP filename when annotations_dir, or else
+features_root, holds the split CSVs, by id otherwise), timelines/<id>.png
+(whole video, time in
 seconds, only the classes present; ground truth beside the prediction when
 `annotations_dir` has dense labels). With `videos`, features are exported to
 <workdir>/features first (feature_export; a broken video is a failed row,
@@ -60,7 +65,8 @@ def get_config(arg=None):
   c.checkpoint = "auto"
   c.features_root = common.placeholder(str)  # features on disk, or:
   c.videos = common.placeholder(str)         # a folder of raw videos
-  c.ids = common.placeholder(str)  # "id1,id2"; None: every video found
+  # "id1,id2" (file names, no path); None: every video found.
+  c.ids = common.placeholder(str)
   # LLP CSV folder: if a video has dense labels there, plot GT beside it
   # and name it by its LLP filename in the CSVs.
   c.annotations_dir = common.placeholder(str)

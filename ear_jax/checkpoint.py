@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import re
 import shutil
@@ -35,6 +36,9 @@ def _quiet_failed_reads() -> None:
 
   hook._ear_jax_quiet = True  # pylint: disable=protected-access
   sys.unraisablehook = hook
+  # The same reads, gathered, are logged by asyncio when collected.
+  std_logging.getLogger("asyncio").addFilter(
+      lambda r: "exception was never retrieved" not in r.getMessage())
 
 
 def quiet_info_logs() -> None:
@@ -264,26 +268,98 @@ def restore_from_workdir(
     return (dict(params=tree["params"], model_state=tree["model_state"]),
             dict(out["meta"]))
   except Exception as e:  # pylint: disable=broad-except
-    if _structure_mismatch(e):
-      raise CheckpointError(
-          f"could not restore {directory}/{step} into this model:"
-          f" {short_error(e)}. Was it trained with a different model config?"
-          " Use the same config.model.") from _detail(e)
+    step_dir = os.path.join(directory, str(step))
     fix = ("re-run that training stage: it resumes from its newest intact"
            " checkpoint and rewrites this one" if which == "latest" else
            f"restore {directory} from a backup, or use checkpoint=latest")
-    raise CheckpointError(f"{directory}/{step} is unreadable"
-                          f" ({short_error(e)}); {fix}.") from _detail(e)
+    # What the checkpoint's own metadata says it holds decides: arrays of
+    # other shapes (or names) are another model; the same ones that fail
+    # to read are a damaged file.
+    stored = stored_shapes(step_dir)
+    if stored is None:
+      raise CheckpointError(
+          f"{step_dir} is truncated or corrupt: {_damaged_file(e, step_dir)}"
+          f" cannot be read ({short_error(e)}); {fix}.") from _detail(e)
+    diffs = shape_differences(stored, target)
+    if diffs:
+      raise ModelMismatchError(
+          f"{step_dir} does not fit this model: "
+          + "; ".join(_describe_diff(d) for d in diffs[:3])
+          + (f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else "")
+          + ". It was trained with another config.model; use the model"
+          " config it was trained with.", diffs) from _detail(e)
+    raise CheckpointError(
+        f"{step_dir} is truncated or corrupt: {_damaged_file(e, step_dir)}"
+        f" cannot be read ({short_error(e)}); {fix}.") from _detail(e)
   finally:
     manager.close()
 
 
-def _structure_mismatch(e: BaseException) -> bool:
-  """A tree or shape that does not fit the model, not a damaged file."""
-  text = str(e).split(" [tensorstore_spec")[0]
-  return isinstance(e, (KeyError, TypeError)) or any(
-      w in text for w in ("tree structure", "does not match", "shape",
-                          "Missing", "Unexpected", "mismatch"))
+class ModelMismatchError(CheckpointError):
+  """The checkpoint holds arrays of other names or shapes than the model;
+  `diffs` lists them as (name, stored shape | None, model shape | None)."""
+
+  def __init__(self, message: str, diffs):
+    super().__init__(message)
+    self.diffs = list(diffs)
+
+
+def _key_name(path) -> str:
+  parts = []
+  for k in path:
+    part = getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))
+    parts.append(str(part))
+  if parts and parts[-1] == "value":
+    parts.pop()  # nnx variables end in .value
+  return ".".join(parts)
+
+
+def stored_shapes(step_dir: str) -> dict[str, tuple] | None:
+  """{"params.<...>": shape} that <step_dir>/state's metadata records, or
+  None if that metadata cannot be read."""
+  try:
+    with ocp.StandardCheckpointer() as checkpointer:
+      meta = checkpointer.metadata(os.path.join(step_dir, "state"))
+    meta = getattr(meta, "item_metadata", meta)
+    leaves = jax.tree_util.tree_flatten_with_path(meta)[0]
+  except Exception as e:  # pylint: disable=broad-except
+    _detail(e)
+    return None
+  out = {_key_name(p): tuple(x.shape) for p, x in leaves
+         if getattr(x, "shape", None) is not None}
+  return out or None
+
+
+def shape_differences(stored: dict, target: Any) -> list:
+  """[(name, stored shape | None, target shape | None)] of the arrays of
+  `target` (an abstract tree) that the stored ones do not match."""
+  want = {_key_name(p): tuple(x.shape)
+          for p, x in jax.tree_util.tree_flatten_with_path(target)[0]}
+  return [(k, stored.get(k), want.get(k)) for k in sorted(set(want) | set(
+      k for k in stored if k.split(".")[0] in ("params", "model_state")))
+          if stored.get(k) != want.get(k)]
+
+
+def _describe_diff(diff) -> str:
+  name, have, want = diff
+  if have is None:
+    return f"{name} is not in the checkpoint (the model has {want})"
+  if want is None:
+    return f"{name} {have} is in the checkpoint but not in the model"
+  return f"{name} has shape {have} there, {want} in this model"
+
+
+def _damaged_file(e: BaseException, step_dir: str) -> str:
+  """The file an orbax/TensorStore error names, else the likeliest one."""
+  text = str(e)
+  files = [f for f in re.findall(r'local file "([^"]+)"', text)
+           if os.path.isfile(f)]
+  if files:
+    return files[-1]
+  state = os.path.join(step_dir, "state")
+  if "manifest" in text:
+    return f"a manifest.ocdbt under {state}"
+  return f"a file under {state}"
 
 
 def abstract_with_sharding(abstract_state: Any, sharding) -> Any:

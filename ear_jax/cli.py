@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
+import traceback
 
 from absl import app
+from absl import flags
 from absl import logging
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 from ml_collections import config_flags
 
 from ear_jax import config_lib
+from ear_jax import jsonio
 from ear_jax import stages as stages_lib
 from ear_jax import validate as validate_lib
 from ear_jax import workdir as workdir_lib
@@ -30,6 +34,9 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Stage config file, e.g. configs/stage1.py:tiny.",
     lock_config=True,
 )
+_VERBOSE = flags.DEFINE_boolean(
+    "verbose", False, "On an error inside a stage, also print its traceback"
+    " (always written to <workdir>/error.log).")
 
 # config.stage -> "module:function", imported only when chosen (so torch is
 # only imported by the feature exporters).
@@ -113,9 +120,10 @@ def main(argv):
   try:
     config_lib.check_required(config)
     validate_lib.check(config)  # before any data is loaded
+    validate_lib.check_inputs(config)  # before the workdir is claimed
     runtime = setup_runtime(config)
   except ValueError as e:
-    raise app.UsageError(str(e)) from e
+    raise app.UsageError(str(e), exitcode=2) from e
   if config.get("distributed", False):
     try:
       jax.distributed.initialize()
@@ -133,12 +141,46 @@ def main(argv):
                runtime)
   module, fn = STAGES[config.stage].split(":")
   run_stage = getattr(importlib.import_module(module), fn)
-  # Refuses a busy workdir or one of an incompatible run before writing.
+  run_claimed(run_stage, config, verbose=_VERBOSE.value)
+
+
+def run_claimed(run_stage, config, verbose: bool = False) -> None:
+  """Runs the stage inside its workdir claim; any error ends the command
+  with one `error:` line instead of a traceback.
+
+  The claim refuses a busy workdir or one of an incompatible run before
+  writing. An exception raised inside the stage is reported by its message
+  (exit code 2 for a config value found bad there, else 1); its traceback
+  goes to <workdir>/error.log and, with --verbose, to stderr. A workdir
+  left with only config.json and error.log never started: a re-run may
+  change any value (workdir.never_started).
+  Ctrl-C still ends the command as Python does.
+  """
+  primary = jax.process_index() == 0
+  log = os.path.join(config.workdir, workdir_lib.ERROR_LOG)
   try:
-    with workdir_lib.claim(config, primary=jax.process_index() == 0):
+    with workdir_lib.claim(config, primary=primary):
+      if primary and os.path.lexists(log):
+        os.remove(log)  # an earlier failure's
       run_stage(config)
   except workdir_lib.WorkdirError as e:
     raise SystemExit(f"error: {e}") from e
+  except Exception as e:  # pylint: disable=broad-except
+    trace = traceback.format_exc()
+    if verbose:
+      sys.stderr.write(trace)
+    where = "re-run with --verbose for the traceback"
+    if primary and os.path.isdir(config.workdir):
+      try:
+        jsonio.write_text_atomic(log, trace)
+        where = f"traceback in {log}"
+      except OSError:
+        pass
+    message = str(e).strip() or type(e).__name__
+    sys.stderr.write(f"error: {message} ({type(e).__name__}; {where})\n")
+    sys.stderr.flush()
+    raise SystemExit(2 if isinstance(e, validate_lib.ConfigError) else 1
+                     ) from None
 
 
 def run():

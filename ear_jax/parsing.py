@@ -14,11 +14,14 @@ video of T one-second segments, windows of W segments and stride S:
   prediction  pred_m[c, t] = p_m[c, t] > 0.5 and g[c, t] > 0.5 (>= both
               when not strict). With one window (T = W) this is exactly
               metrics.binarize_parser_outputs of today's 10-segment path.
-  video level P(c) = max over windows of P_k(c) (JSON `video_level`).
+  video level P(c) = min(1, max over windows of P_k(c)) (JSON
+              `video_level`): MMIL's attention-pooled value can exceed 1
+              (up to 2; the reference clips it only in its loss), so it is
+              reported clipped to [0, 1].
   events      maximal runs of pred_a, pred_v and pred_a AND pred_v (as in the
               metrics); confidence = mean over the event of p_m (p_a p_v for
-              audio-visual) x max over the event of g: with one window,
-              today's mean(p) x P(c).
+              audio-visual) x min(1, max over the event of g), in [0, 1]:
+              with one window, mean(p) x P(c).
 
 A clip repeated k times (T = k W) parsed with stride W gives every window
 the clip itself, hence the clip's rows repeated (tests/parsing_test.py).
@@ -45,6 +48,7 @@ from ear_jax import metrics as metrics_lib
 from ear_jax import parser_lib
 from ear_jax import report as report_lib
 from ear_jax import sharding as sharding_lib
+from ear_jax import validate as validate_lib
 from ear_jax.data import avvp
 from ear_jax.data import llp_features
 
@@ -137,8 +141,12 @@ def merge_windows(global_prob_KxC, a_logits_KxWxC, v_logits_KxWxC,
   pred = {m: (cmp(mean(sums[(m, 0)]), half) & on).astype(np.uint8)
           for m in "av"}
   c = np.ascontiguousarray
+  # MMIL's attention-pooled video value is not a probability (up to 2: the
+  # reference clips it only inside its loss); reported clipped to [0, 1].
+  # The gate's decisions above use it as is; clipping changes no `> 0.5`.
   return Merged(prob_a=c(mean(sums[("a", 1)])), prob_v=c(mean(sums[("v", 1)])),
-                gate=c(g), video_prob=g_KxC.max(0), pred_a=c(pred["a"]),
+                gate=c(g), video_prob=np.clip(g_KxC.max(0), 0.0, 1.0),
+                pred_a=c(pred["a"]),
                 pred_v=c(pred["v"]), starts=list(starts))
 
 
@@ -356,6 +364,9 @@ def write_parsed(out_dir: str, parsed: Parsed, parser: Parser,
                  **row) -> dict:
   """Writes <out_dir>/<id>.json; returns its manifest row."""
   vid, m = parsed.video_id, parsed.merged
+  bad = validate_lib.bad_id(vid)
+  if bad:  # ids are file names: never a path out of out_dir
+    raise ValueError(f"video id {vid!r} is not a file name ({bad}).")
   rel = f"{vid}.json"
   jsonio.write_json_atomic(os.path.join(out_dir, rel), parsed.to_json(
       parser.classes, filename=filename or vid, duration=duration,
@@ -383,9 +394,11 @@ def reusable_rows(out_dir: str, settings: Mapping[str, Any]) -> dict:
 
 
 def write_index(out_dir: str, settings: Mapping[str, Any],
-                rows: Mapping[str, dict], ids: Sequence[str]) -> str:
+                rows: Mapping[str, dict], ids: Sequence[str],
+                filenames: str | None = None) -> str:
   """<out_dir>/index.json: settings and one row per video (status parsed |
-  failed with its reason), in `ids` order."""
+  failed with its reason), in `ids` order; `filenames` says how the CSVs
+  name the videos."""
   ordered = [rows[v] for v in ids if v in rows]
   ordered += [r for v, r in rows.items() if v not in set(ids)]
   counts = collections.Counter(r["status"] for r in ordered)
@@ -393,7 +406,9 @@ def write_index(out_dir: str, settings: Mapping[str, Any],
       os.path.join(out_dir, "index.json"),
       dict(settings=dict(settings), **dict(settings), counts=dict(
           total=len(ordered), parsed=counts["parsed"],
-          failed=counts["failed"]), segment_seconds=1.0, videos=ordered))
+          failed=counts["failed"]), segment_seconds=1.0,
+      **({} if filenames is None else dict(filenames=filenames)),
+      videos=ordered))
 
 
 def write_llp_csvs(out_dir: str, rows: Mapping[str, dict],

@@ -16,6 +16,7 @@ from matplotlib import figure as mpl_figure
 from matplotlib.backends import backend_agg
 import numpy as np
 
+from ear_jax import jsonio
 from ear_jax import metrics as metrics_lib
 
 MODALITIES = ("audio", "visual", "audio-visual")
@@ -31,9 +32,13 @@ def _figure(**kw) -> mpl_figure.Figure:
 
 
 def _save(fig, path: str, tight: bool = True) -> str:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=100, bbox_inches="tight" if tight else None)
-  return path
+  """Writes the figure to a temporary name beside `path`, then renames it:
+  never through a file or link already at `path`."""
+  fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+  return jsonio.write_atomic(
+      path, lambda f: fig.savefig(f, format=fmt, dpi=100,
+                                  bbox_inches="tight" if tight else None),
+      binary=True)
 
 
 def _check_pair(name: str, pair, num_classes: int):

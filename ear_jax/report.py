@@ -266,7 +266,8 @@ def extract_events(
   the audio and visual rows, as in the metrics. Confidence = the mean
   segment probability over the event (p_a * p_v for audio-visual) times the
   video-level probability of the class, or, with a per-segment `gate_CxT`
-  (windowed parsing, ear_jax/parsing.py), its maximum over the event.
+  (windowed parsing, ear_jax/parsing.py), its maximum over the event; that
+  factor clipped to [0, 1] (MMIL's pooled value reaches 2).
   Offsets are end-exclusive seconds.
   """
   pa = np.asarray(pred_a_CxT).astype(bool)
@@ -294,7 +295,9 @@ def extract_events(
       for start, end in metrics_lib.events_from_row(pred[c]):
         gate = (video_prob_C[c] if gate_CxT is None
                 else np.max(gate_CxT[c, start:end]))
-        conf = float(np.mean(prob[c, start:end]) * gate)
+        # MMIL's video value can exceed 1: clipped, so confidence is in
+        # [0, 1].
+        conf = float(np.mean(prob[c, start:end]) * np.clip(gate, 0.0, 1.0))
         if conf < min_confidence:
           continue
         events.append(dict(modality=modality, **{"class": class_names[c]},

@@ -114,6 +114,9 @@ def restore_run(run_workdir: str, make_model: Callable[[], Any], which: str,
                                         sharding_lib.replicated(mesh))
   try:
     weights, meta = ckpt_lib.restore_from_workdir(run_workdir, abstract, which)
+  except ckpt_lib.ModelMismatchError as e:
+    raise ckpt_lib.ModelMismatchError(
+        f"{e}{_suspects(run_workdir, e.diffs)}", e.diffs) from None
   except FileNotFoundError as e:
     if which != "best":
       raise
@@ -152,6 +155,33 @@ def _restore_seed(run_workdir, make_model, which, mesh, seed_index: int,
           else meta.get("step"))
   weights = jax.tree.map(lambda x: x[seed_index], weights)
   return graphdef, weights, int(step), which
+
+
+def _suspects(run_workdir: str, diffs) -> str:
+  """" Likely <field> ..." naming the config.json model fields whose value
+  is a size the model wants and the checkpoint does not have (config.json
+  edited after training), or ""."""
+  path = os.path.join(run_workdir, workdir_lib.CONFIG)
+  try:
+    model = jsonio.read_json(path).get("model", {})
+  except (OSError, ValueError, AttributeError):
+    return ""
+  # pylint: disable-next=protected-access
+  flat = workdir_lib._flatten(model, "model.")
+  votes = {}  # (model value, checkpoint size) -> config fields
+  for _, have, want in diffs:
+    if have is None or want is None or len(have) != len(want):
+      continue
+    for h, w in zip(have, want):
+      if h != w:
+        fields = votes.setdefault((w, h), [])
+        fields += [f for f, v in flat.items() if v == w and f not in fields
+                   and not isinstance(v, bool)]
+  parts = [f"{' or '.join(fields[:3])} = {w} (the checkpoint was saved with"
+           f" {h} there)" for (w, h), fields in votes.items() if fields]
+  if not parts:
+    return ""
+  return f" Likely in {path}: {'; '.join(parts[:2])}."
 
 
 def finished_with(config, done_file: str,

@@ -6,6 +6,7 @@ typo fails in a second instead of after an epoch (or, worse, exits 0).
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from typing import Any, Iterator
@@ -123,8 +124,76 @@ def _errors(config, prefix: str = "") -> list[str]:
           f"{flag('best_metric')}={config.best_metric!r}: stage {stage!r}"
           f" evaluates only {', '.join(valid)} (e.g."
           f" {flag('best_metric')}={valid[0]}).")
+  if stage == "parse":
+    out.extend(_parse_errors(config, flag))
   if config.get("distributed", False) and not prefix:
     out.extend(_distributed_errors())
+  return out
+
+
+def parse_ids(value: str | None) -> list[str] | None:
+  """--config.ids "a,b" -> ["a", "b"] (None: unset, every video found).
+
+  An id is a file name (`<root>/<layout>/<id>.npy`, `parsed/<id>.json`):
+  one with a path separator, "." or "..", a NUL or nothing at all is a
+  ConfigError naming it, as is a value that names no id (",,").
+  """
+  if value is None:
+    return None
+  ids = list(dict.fromkeys(i.strip() for i in str(value).split(",")
+                           if i.strip()))
+  if not ids:
+    raise ConfigError(
+        f"--config.ids={value!r} names no video id; give ids separated by"
+        " commas (e.g. --config.ids=BjCEufrlXm4,a0b1c2d3e4f), or leave it"
+        " unset to parse every video found.")
+  for vid in ids:
+    bad = bad_id(vid)
+    if bad:
+      raise ConfigError(
+          f"--config.ids: {vid!r} is not a video id ({bad}); an id is a file"
+          " name without its extension, e.g. BjCEufrlXm4.")
+  return ids
+
+
+def bad_id(vid: str) -> str | None:
+  """Why `vid` cannot be a video id (a file name), or None if it can."""
+  if not vid:
+    return "it is empty"
+  if vid in (".", ".."):
+    return "it names a directory"
+  if "/" in vid or "\\" in vid or os.sep in vid:
+    return "it contains a path separator"
+  if "\0" in vid:
+    return "it contains a NUL byte"
+  if vid != vid.strip():
+    return "it starts or ends with white space"
+  return None
+
+
+def _parse_errors(config, flag) -> list[str]:
+  """The parse stage's windowing, batching and input fields."""
+  out = []
+  window, stride = config.get("window"), config.get("stride")
+  if not _is_int(window) or window < 1:
+    out.append(f"{flag('window')}={window!r}: must be an integer >= 1 (the"
+               f" parser's training length, e.g. {flag('window')}=10).")
+  elif not _is_int(stride) or not 0 <= stride <= window:
+    out.append(f"{flag('stride')}={stride!r}: must be an integer in [0,"
+               f" {window}] (0: half a window; > window would skip"
+               f" segments), e.g. {flag('stride')}=0.")
+  vps = config.get("videos_per_step")
+  if not _is_int(vps) or vps < 1:
+    out.append(f"{flag('videos_per_step')}={vps!r}: must be an integer >= 1"
+               f" (videos loaded at a time, e.g. {flag('videos_per_step')}"
+               "=256).")
+  conf = config.get("min_confidence", 0.0)
+  if not isinstance(conf, (int, float)) or not 0 <= conf <= 1:
+    out.append(f"{flag('min_confidence')}={conf!r}: must be in [0, 1].")
+  try:
+    parse_ids(config.get("ids"))
+  except ConfigError as e:
+    out.append(str(e))
   return out
 
 
@@ -170,6 +239,61 @@ def check(config: config_dict.ConfigDict) -> None:
         errors.extend(_errors(config[sub], prefix=f"{sub}."))
   if errors:
     raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+
+
+# Per stage: input paths that must exist before a workdir is claimed
+# (field -> what it is, for the message). None = not set, not checked.
+INPUT_DIRS = {
+    "pretrain_generator": {"data.unav_root": "the UnAV-100 root"},
+    "generate_pseudo_labels": {
+        "generator_workdir": "the stage-1 workdir",
+        "data.llp_root": "the LLP root", "data.unav_root": "the UnAV root"},
+    "train_parser": {"pseudo_labels_dir": "the stage-2 output",
+                     "data.llp_root": "the LLP root"},
+    "evaluate": {"run_workdir": "the stage-2/3 workdir",
+                 "predictions_dir": "the folder of eval_*.csv",
+                 "data.llp_root": "the LLP root"},
+    "parse": {"parser_workdir": "the stage-3 workdir",
+              "features_root": "the dataset root of the features",
+              "videos": "the folder of raw videos",
+              "annotations_dir": "the LLP CSV folder"},
+}
+# Per stage: groups of fields of which exactly one must be set.
+ONE_OF = {"evaluate": (("run_workdir", "predictions_dir"),),
+          "parse": (("features_root", "videos"),)}
+_OPTIONAL_DIRS = {"data.llp_annotations_dir": "the LLP CSV folder"}
+
+
+def check_inputs(config: config_dict.ConfigDict) -> None:
+  """Raises ConfigError unless every input folder the config names exists
+  (and, for raw videos, PyAV imports): run after `check`, before the
+  workdir is claimed, so a typo never binds a workdir to a run that could
+  not start."""
+  stage = config.get("stage")
+  fields = {**INPUT_DIRS.get(stage, {}),
+            **(_OPTIONAL_DIRS if stage in INPUT_DIRS else {})}
+  errors = []
+  for one_of in ONE_OF.get(stage, ()):
+    if sum(bool(_get(config, name)) for name in one_of) != 1:
+      flags = " and ".join(f"--config.{n} ({fields[n]})" for n in one_of)
+      errors.append(f"set exactly one of {flags}.")
+  for name, what in fields.items():
+    value = _get(config, name)
+    if value and not os.path.isdir(os.path.expanduser(str(value))):
+      errors.append(f"--config.{name}={value!r}: no such directory ({what}).")
+  if stage == "parse" and config.get("videos") and not _importable("av"):
+    errors.append("--config.videos: decoding raw videos needs PyAV and the"
+                  " feature exporters: pip install 'ear-jax[export]'.")
+  if errors:
+    raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+
+
+def _importable(module: str) -> bool:
+  try:
+    importlib.import_module(module)
+  except ImportError:
+    return False
+  return True
 
 
 def check_devices(config: config_dict.ConfigDict, num_devices: int) -> None:

@@ -25,6 +25,8 @@ from ear_jax import jsonio
 
 CONFIG = "config.json"
 LOCK = ".lock"
+# The traceback of the last error inside a stage (ear_jax/cli.py).
+ERROR_LOG = "error.log"
 # Fields that cannot change a result: never compared.
 IGNORED = ("workdir", "required", "progress", "log_every_steps",
            "override_config", "data.num_load_workers", "tensorboard",
@@ -121,12 +123,36 @@ def compare(config) -> tuple[dict, dict]:
         f" ({os.path.join(workdir, CONFIG)}); this is a {config.stage!r} run."
         " Use another --config.workdir.")
   diff = differences(recorded, config_dict(config), config.stage)
+  if diff and never_started(workdir):
+    # The recorded run failed before writing anything (a bad value or
+    # input path), so no result depends on that config.
+    logging.warning(
+        "%s: its config.json records a %r run that failed before it wrote"
+        " anything (%s); starting it with this config instead (%s).",
+        workdir, config.stage, os.path.join(workdir, ERROR_LOG),
+        ", ".join(sorted(diff)))
+    return {}, {}
   # A field added (or removed) by another ear-jax version than the run's
   # changes none of its numbers by itself.
   harmless = {k: v for k, v in diff.items()
               if k in HARMLESS or _MISSING in v}
   changing = {k: v for k, v in diff.items() if k not in harmless}
   return changing, harmless
+
+
+def never_started(workdir: str) -> bool:
+  """Whether `workdir` holds a run that failed before it wrote any result:
+  nothing but config.json and the error.log of that failure (and the
+  lock). A workdir with only config.json may belong to a run still loading
+  its data, or killed doing so: that one stays guarded."""
+  try:
+    names = set(os.listdir(workdir))
+  except OSError:
+    return False
+  return ERROR_LOG in names and CONFIG in names and all(
+      n in (CONFIG, LOCK, ERROR_LOG) or (n.startswith(f".{CONFIG}.")
+                                         and n.endswith(".tmp"))
+      for n in names)
 
 
 def check_config(config) -> dict[str, tuple[Any, Any]]:
@@ -229,7 +255,16 @@ def lock(workdir: str) -> Iterator[str]:
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK)
   while True:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    # O_NOFOLLOW: a link planted at .lock is refused, not truncated.
+    try:
+      fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+      if e.errno != errno.ELOOP:
+        raise
+      raise WorkdirError(
+          f"{path} is a symbolic link; the lock file must be a plain file"
+          f" (writing through the link would overwrite its target). Remove"
+          f" {path}, or use another --config.workdir.") from e
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as e:

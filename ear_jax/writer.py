@@ -97,7 +97,11 @@ class MetricWriter:
       return
     row = {"step": int(step)}
     row.update({k: jsonio.plain(v) for k, v in metrics.items()})
-    with open(self.path, "a") as f:
+    # O_NOFOLLOW: appends go to the workdir's own file, never through a
+    # link planted in its place (ELOOP).
+    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                 | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "a") as f:
       f.write(json.dumps(row) + "\n")
     if self.tensorboard is not None:
       self.tensorboard.write(step, metrics)

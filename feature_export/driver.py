@@ -42,18 +42,23 @@ def run(config) -> dict[str, Any]:
 # Per-video work items.
 
 
-def list_videos(config) -> list[tuple[str, str]]:
-  """Sorted (id, path) of the videos in config.videos_dir."""
+def list_videos(config, flag=None) -> list[tuple[str, str]]:
+  """Sorted (id, path) of the videos in config.videos_dir.
+
+  `flag(field)` names a config field in errors as the command line sets it
+  (default `--config.<field>`; the parse stage's are other flags).
+  """
+  flag = flag or (lambda field: f"--config.{field}")
   root = pathlib.Path(config.videos_dir)
   if not root.is_dir():
-    raise FileNotFoundError(f"config.videos_dir={root} is not a directory")
+    raise FileNotFoundError(f"{flag('videos_dir')}={root} is not a directory")
   exts = tuple(e.strip().lower() for e in config.video_extensions.split(","))
   paths = sorted(p for p in root.iterdir()
                  if p.is_file() and p.suffix.lower() in exts)
   if not paths:
     raise FileNotFoundError(
         f"no videos ({', '.join(exts)}) in {root}; set"
-        " --config.video_extensions if yours differ"
+        f" {flag('video_extensions')} if yours differ"
     )
   n = config.id_length
   out, seen = [], {}
@@ -62,7 +67,7 @@ def list_videos(config) -> list[tuple[str, str]]:
     if vid in seen:
       raise ValueError(
           f"videos {seen[vid]} and {p.name} map to the same id {vid!r}"
-          f" (config.id_length={n})"
+          f" ({flag('id_length')}={n})"
       )
     seen[vid] = p.name
     out.append((vid, os.fspath(p)))
@@ -454,7 +459,8 @@ def export(config, exporter) -> dict[str, Any]:
 
 
 def export_for(features, configs, videos_dir: str, output_root: str,
-               workdir: str | None = None) -> dict[str, Any]:
+               workdir: str | None = None, videos_flag: str | None = None,
+               config_flag: str | None = None) -> dict[str, Any]:
   """Exports `features` of every video in videos_dir into output_root with
   the exporters that write them (configs: {exporter name: its config}).
 
@@ -470,11 +476,21 @@ def export_for(features, configs, videos_dir: str, output_root: str,
       c.videos_dir, c.output_root, c.features = videos_dir, output_root, feats
       c.workdir = (os.path.join(workdir, f"export_{name}") if workdir
                    else None)
+    # Errors name the caller's flags (the parse stage: --config.videos,
+    # --config.export_<name>.<field>).
+    flag = lambda field, name=name: (
+        videos_flag if field == "videos_dir" and videos_flag else
+        f"{config_flag.format(name=name)}.{field}" if config_flag else
+        f"--config.{field}")
     try:
       exporter = registry.get_exporter(c)
     except (ValueError, FileNotFoundError) as e:
-      raise type(e)(f"exporter {name!r} (config.export_{name}): {e}") from e
-    videos = videos or list_videos(c)
+      text = str(e)
+      if config_flag:  # the exporter names its own config's flags
+        text = text.replace("--config.", flag("").rstrip(".") + ".")
+      raise type(e)(f"exporter {name!r} (config.export_{name}): {text}"
+                    ) from e
+    videos = videos or list_videos(c, flag)
     manifest = export(c, exporter)
     for f in manifest["failures"]:
       by_reason = collections.defaultdict(list)  # one line per reason

@@ -277,6 +277,14 @@ def read_llp_eval(path, filenames, classes=LLP_CLASSES,
                         num_segments)
 
 
+def llp_eval_filenames(path) -> list[str]:
+  """The filenames an AVVP eval CSV (GT or predictions) has rows for, in
+  first-appearance order."""
+  return list(dict.fromkeys(
+      fields[0] for _, fields in _read_tsv(pathlib.Path(path),
+                                           LLP_EVAL_HEADER)))
+
+
 def _check_split_overlap(adir: pathlib.Path, split: str,
                          line_of_id: dict[str, int]) -> None:
   """An id in two splits (present in adir) is an error naming both lines."""

@@ -123,21 +123,38 @@ _NPY_HEADER = re.compile(
 
 
 def _read_npy(path: str) -> np.ndarray:
-  """np.load for plain numeric .npy files, without its slow header parse."""
+  """np.load for plain numeric .npy files, without its slow header parse.
+
+  The size the header claims is checked against the file's size before
+  anything is allocated: a damaged or hostile header (say 10^15 rows) is a
+  ValueError naming the file, never a MemoryError.
+  """
   with open(path, "rb") as f:
-    data = f.read()
-  if data[:6] == b"\x93NUMPY" and data[6] in (1, 2, 3):
-    size, start = ((int.from_bytes(data[8:10], "little"), 10) if data[6] == 1
-                   else (int.from_bytes(data[8:12], "little"), 12))
-    m = _NPY_HEADER.match(data[start:start + size].decode("latin1"))
-    if m:
-      shape = tuple(int(d) for d in m.group(3).split(",") if d.strip())
-      dtype = np.dtype(m.group(1))
-      count = math.prod(shape)
-      if len(data) - start - size == count * dtype.itemsize:
-        x = np.frombuffer(data, dtype, count, offset=start + size)
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(12)
+    if head[:6] == b"\x93NUMPY" and len(head) == 12 and head[6] in (1, 2, 3):
+      hsize, start = ((int.from_bytes(head[8:10], "little"), 10)
+                      if head[6] == 1 else
+                      (int.from_bytes(head[8:12], "little"), 12))
+      f.seek(start)
+      m = _NPY_HEADER.match(f.read(hsize).decode("latin1"))
+      if m:
+        shape = tuple(int(d) for d in m.group(3).split(",") if d.strip())
+        dtype = np.dtype(m.group(1))
+        count = math.prod(shape)
+        have = size - start - hsize
+        want = count * dtype.itemsize
+        if have != want:
+          raise ValueError(
+              f"header claims shape {shape} of {dtype} ({want} bytes of"
+              f" data) but the file holds {have} bytes: it is truncated or"
+              " damaged")
+        x = np.frombuffer(f.read(have), dtype, count)
         return x.reshape(shape, order="F" if m.group(2) == "True" else "C")
-  return np.load(path, allow_pickle=False)  # anything unusual, or an error
+  # Anything unusual: memory-mapped first, so a header that claims more
+  # than the file holds fails here instead of allocating it.
+  x = np.load(path, mmap_mode="r", allow_pickle=False)
+  return np.array(x)
 
 
 def _load_file(path: str, name: str, spec: FeatureSpec, rows: int | None):
@@ -161,6 +178,13 @@ def _load_file(path: str, name: str, spec: FeatureSpec, rows: int | None):
     raise ValueError(
         f"{path}: {name!r} features contain NaN or inf; re-export the file."
     )
+  if x.dtype.kind == "f" and x.dtype.itemsize > 4 and x.size:
+    peak = float(np.abs(x).max())
+    if peak > float(np.finfo(np.float32).max):
+      raise ValueError(
+          f"{path}: {name!r} features hold values up to {peak:.3g}, beyond"
+          " float32's range (they are used as float32 and would become"
+          " inf); re-export the file.")
   return x
 
 

@@ -11,6 +11,7 @@ import tqdm
 
 from ear_jax import parsing
 from ear_jax import plots as plots_lib
+from ear_jax import validate as validate_lib
 from ear_jax.data import avvp
 from ear_jax.data import features as features_lib
 from ear_jax.data import llp_features
@@ -46,6 +47,32 @@ def llp_filenames(annotations_dir: str | None) -> dict[str, str]:
   return names
 
 
+def filename_source(config) -> tuple[dict[str, str], str]:
+  """({id: LLP filename}, how the CSVs name videos) for this parse.
+
+  The LLP split CSVs of annotations_dir, else those of features_root (an
+  LLP root holds them); without either, videos are named by their ids,
+  which the official LLP files do not use, and the note says so.
+  """
+  for field in ("annotations_dir", "features_root"):
+    folder = config.get(field)
+    try:
+      names = llp_filenames(folder) if folder else {}
+    except (ValueError, OSError):
+      if field == "annotations_dir":
+        raise
+      names = {}  # a features root without readable LLP CSVs
+    if names:
+      return names, f"LLP filenames from the split CSVs in {folder}"
+  if config.get("videos"):
+    return {}, "video file names (without extension)"
+  return {}, (
+      "video ids: no LLP split CSV (AVVP_*.csv) in --config.annotations_dir"
+      " or --config.features_root, so the CSVs do not match the LLP"
+      " annotations' <id>_<start>_<end> filenames; set"
+      " --config.annotations_dir to score them with configs/eval.py")
+
+
 def _sources(config, parser):
   """(root, ids, filenames, records, failures) from features or videos."""
   if config.videos:
@@ -54,7 +81,8 @@ def _sources(config, parser):
     exported = driver.export_for(
         parser.features, {"clip_clap": config.export_clip_clap,
                           "han": config.export_han},
-        config.videos, root, config.workdir)
+        config.videos, root, config.workdir, videos_flag="--config.videos",
+        config_flag="--config.export_{name}")
     ids = [vid for vid, _ in exported["videos"]]
     names = {vid: os.path.splitext(os.path.basename(p))[0]
              for vid, p in exported["videos"]}
@@ -70,23 +98,29 @@ def _sources(config, parser):
 
 def run(config) -> dict:
   """Parses the videos; returns {"ids", "parsed": {id: Parsed}, "rows"}."""
-  if bool(config.features_root) == bool(config.videos):
-    raise ValueError("set exactly one of --config.features_root (features on"
-                     " disk) and --config.videos (a folder of raw videos).")
+  # As launch.py does before the claim (for callers of run()): exactly one
+  # of features_root and videos, input folders that exist, PyAV for videos.
+  validate_lib.check_inputs(config)
+  # Ids are file names: refused before any work or write (as by launch.py).
+  requested = validate_lib.parse_ids(config.ids)
   parser = parsing.Parser.from_workdir(
       config.parser_workdir, config.checkpoint, window=config.window,
       stride=config.stride or None, batch_size=config.batch_size,
       strict=config.strict, min_confidence=config.min_confidence)
   out_dir = os.path.join(config.workdir, "parsed")
   root, ids, names, records, failures = _sources(config, parser)
-  if config.ids:
-    ids = list(dict.fromkeys(i.strip() for i in config.ids.split(",")
-                             if i.strip()))
-  names = {**llp_filenames(config.annotations_dir), **names}
+  if requested is not None:
+    ids = requested
+  llp_names, naming = filename_source(config)
+  if not llp_names and not config.videos:
+    logging.warning("parsed/eval_*.csv name videos by %s.", naming)
+  names = {**llp_names, **names}
   gt = ground_truth(config.annotations_dir)
   settings = dict(parser.info, window=parser.window, stride=parser.stride,
                   strict=parser.strict, min_confidence=parser.min_confidence)
   rows = parsing.reusable_rows(out_dir, settings)
+  for vid, row in rows.items():  # named as this run names them
+    row["filename"] = names.get(vid, vid)
   parsed, todo = {}, []
   for vid in ids:
     if vid in failures:
@@ -105,8 +139,11 @@ def run(config) -> dict:
         inputs = llp_features.load_video_inputs(
             root, vid, parser.feature_set, parser.use_3d)
         items.append((vid, *parser.check_inputs(*inputs, name=vid)))
-      except (ValueError, FileNotFoundError) as e:
-        rows[vid] = dict(video_id=vid, status="failed", reason=str(e))
+      except (ValueError, OSError, MemoryError) as e:
+        # One bad file is one failed row; the batch goes on.
+        reason = str(e) if not isinstance(e, MemoryError) else (
+            f"{vid}: its features do not fit in memory ({e})")
+        rows[vid] = dict(video_id=vid, status="failed", reason=reason)
     for p in parser.parse_many(items):
       vid, T = p.video_id, p.merged.num_segments
       rows[vid] = parsing.write_parsed(
@@ -123,11 +160,12 @@ def run(config) -> dict:
             title=f"{vid} ({parser.info['model']} parser, {T} s)")
       parsed[vid] = p
     bar.update(len(items))
-    parsing.write_index(out_dir, settings, rows, ids)
+    parsing.write_index(out_dir, settings, rows, ids, filenames=naming)
   bar.close()
-  parsing.write_index(out_dir, settings, rows, ids)
+  parsing.write_index(out_dir, settings, rows, ids, filenames=naming)
   csvs = parsing.write_llp_csvs(out_dir, rows)
   n_failed = sum(r["status"] == "failed" for r in rows.values())
-  logging.info("%d videos parsed, %d failed; %s; CSVs %s", len(rows) -
-               n_failed, n_failed, os.path.join(out_dir, "index.json"), csvs)
+  logging.info("%d videos parsed, %d failed; %s; CSVs %s (videos named by"
+               " %s)", len(rows) - n_failed, n_failed,
+               os.path.join(out_dir, "index.json"), csvs, naming)
   return dict(ids=ids, parsed=parsed, rows=rows)

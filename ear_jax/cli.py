@@ -157,10 +157,12 @@ def run_claimed(run_stage, config, verbose: bool = False) -> None:
   Ctrl-C still ends the command as Python does.
   """
   primary = jax.process_index() == 0
-  log = os.path.join(config.workdir, workdir_lib.ERROR_LOG)
+  # compare has an optional workdir: without one there is no error.log.
+  log = (os.path.join(config.workdir, workdir_lib.ERROR_LOG)
+         if config.get("workdir") is not None else None)
   try:
     with workdir_lib.claim(config, primary=primary):
-      if primary and os.path.lexists(log):
+      if primary and log is not None and os.path.lexists(log):
         os.remove(log)  # an earlier failure's
       run_stage(config)
   except workdir_lib.WorkdirError as e:
@@ -170,7 +172,7 @@ def run_claimed(run_stage, config, verbose: bool = False) -> None:
     if verbose:
       sys.stderr.write(trace)
     where = "re-run with --verbose for the traceback"
-    if primary and os.path.isdir(config.workdir):
+    if primary and log is not None and os.path.isdir(config.workdir):
       try:
         jsonio.write_text_atomic(log, trace)
         where = f"traceback in {log}"

@@ -257,6 +257,7 @@ INPUT_DIRS = {
               "features_root": "the dataset root of the features",
               "videos": "the folder of raw videos",
               "annotations_dir": "the LLP CSV folder"},
+    "compare": {"a": "run a's workdir", "b": "run b's workdir"},
 }
 # Per stage: groups of fields of which exactly one must be set.
 ONE_OF = {"evaluate": (("run_workdir", "predictions_dir"),),

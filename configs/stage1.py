@@ -12,7 +12,7 @@ is "UWAV+LM"; asymmetric with migration off is "EAR w/o LM".
 Expected: full size on 1xH100 not measured yet (goal: 80 epochs < 45 s).
 """
 
-from configs import common
+from ear_jax.configs import common
 
 
 def get_config(arg=None):

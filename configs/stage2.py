@@ -16,7 +16,7 @@ Expected: seconds on 1xH100 (not measured yet); test Avg 73.2 (EAR), 70.3
 test Avg 80.8 (zero-shot 83.1, weak label everywhere 46.4), ~10 s on CPU.
 """
 
-from configs import common
+from ear_jax.configs import common
 
 
 def get_config(arg=None):

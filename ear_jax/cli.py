@@ -122,8 +122,8 @@ def help_text() -> str:
       "ear-jax: one stage of EAR (weakly supervised audio-visual video"
       " parsing).",
       "",
-      "usage: ear-jax --config=NAME[:VARIANT] [--workdir=DIR]"
-      " [--config.FIELD=VALUE ...]",
+      "usage: ear-jax --config=NAME[:VARIANT] [--workdir=DIR]",
+      "               [--config.FIELD=VALUE ...]",
       "       ear-jax --config=NAME --print_config  (fields and defaults)",
       "",
       "NAME: a config below (from any folder) or a config file, e.g.",
@@ -152,8 +152,8 @@ def help_text() -> str:
       "",
       "examples:",
       "  ear-jax --config=demo:tiny --workdir=/tmp/demo",
-      "  ear-jax --config=stage3 --workdir=/runs/s3"
-      " --config.pseudo_labels_dir=/runs/s2 \\",
+      "  ear-jax --config=stage3 --workdir=/runs/s3 \\",
+      "      --config.pseudo_labels_dir=/runs/s2 \\",
       "      --config.data.llp_root=/data/LLP --config.model.name=han",
       "",
       "ear-jax --helpfull lists every flag (JAX and absl flags included).",

@@ -170,3 +170,44 @@ def test_torch_and_jax_share_the_gpu(fields, expect):
   env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "true"}
   assert not cli.share_gpu_memory(config_dict.ConfigDict(fields), env)
   assert env == {"XLA_PYTHON_CLIENT_PREALLOCATE": "true"}
+
+
+# ----------------------------------------------------------------------------
+# Install: transformers only for the exporters, Python versions, extras.
+
+
+def test_transformers_is_the_export_extras():
+  with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+    project = tomllib.load(f)["project"]
+  core = " ".join(project["dependencies"])
+  extras = project["optional-dependencies"]
+  assert "transformers" not in core
+  assert any(d.startswith("transformers") for d in extras["export"])
+  assert {d.split(">")[0] for d in extras["tensorboard"]} == {
+      "tensorboardX", "tensorboard"}
+  assert project["requires-python"] == ">=3.11,<3.15"
+
+
+def test_nothing_but_the_exporters_imports_transformers():
+  code = (
+      "import importlib, sys\n"
+      "for m in ('ear_jax.cli', 'ear_jax.parsing', 'ear_jax.stages.demo',"
+      " 'ear_jax.stages.parse', 'ear_jax.stages.train_parser',"
+      " 'ear_jax.torch_import', 'feature_export.registry',"
+      " 'feature_export.driver', 'feature_export.clip_clap'):\n"
+      "  importlib.import_module(m)\n"
+      "print(sorted(m for m in sys.modules if m.split('.')[0] in"
+      " ('transformers', 'torch')))\n")
+  r = subprocess.run([sys.executable, "-c", code], cwd=REPO, text=True,
+                     capture_output=True, timeout=300,
+                     env=dict(os.environ, JAX_PLATFORMS="cpu",
+                              PYTHONPATH=REPO))
+  assert r.returncode == 0, r.stderr
+  assert r.stdout.strip() == "[]"
+
+
+def test_missing_transformers_names_the_extra(monkeypatch):
+  from feature_export import clip_clap  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(sys.modules, "transformers", None)  # not installed
+  with pytest.raises(ImportError, match=r"ear-jax\[export\]"):
+    clip_clap._transformers()  # pylint: disable=protected-access

@@ -102,6 +102,64 @@ def flat_config(config: Mapping[str, Any], keys: Sequence[str] | None = None,
   return out
 
 
+# Parser fields only the EAR parser reads (left out of a HAN run's table);
+# model.han_layers is read by EAR only with model.amdf="han".
+_EAR_ONLY = ("model.amdf", "model.erm", "model.erm_layers", "model.node_dim")
+
+
+def run_fields(config: Mapping[str, Any], keys: Sequence[str]
+               ) -> dict[str, Any]:
+  """`flat_config(config, keys)` without the fields its model ignores."""
+  out = flat_config(config, keys)
+  name = out.get("model.name")
+  if name == "han":
+    drop = _EAR_ONLY
+  elif name == "ear" and out.get("model.amdf") != "han":
+    drop = ("model.han_layers",)
+  else:
+    drop = ()
+  return {k: v for k, v in out.items() if k not in drop}
+
+
+def per_class_scores(workdir: str, parser_runs: Sequence[str],
+                     split: str = "test") -> dict[str, dict]:
+  """{parser label: metrics.per_class_f1 on `split`} of the finished
+  stage-3 runs among `workdir`/`parser_runs` (label: EAR, HAN, ...)."""
+  out = {}
+  for run in parser_runs:
+    path = os.path.join(workdir, run)
+    if not os.path.exists(os.path.join(path, "eval", f"{split}.json")):
+      continue
+    cfg, graphdef, weights, *_ = parser_lib.load_parser(path)
+    rec = avvp.read_llp_split(llp_features.annotations_dir(
+        cfg.data.llp_root, cfg.data.llp_annotations_dir), split)
+    o = parser_lib.predict(graphdef, weights,
+                           parser_lib.load_inputs(cfg, rec.ids),
+                           cfg.eval_batch_size)
+    pred_a, pred_v = metrics_lib.binarize_parser_outputs(
+        o["global_prob"], o["a_logits"], o["v_logits"], cfg.eval.strict)
+    label = cfg.model.name.upper()
+    if label in out:
+      label = f"{label} ({run})"
+    out[label] = metrics_lib.per_class_f1(pred_a, pred_v, rec.gt_a, rec.gt_v)
+  return out
+
+
+def per_class_table(scores: Mapping[str, Mapping[str, Sequence]],
+                    class_names: Sequence[str]) -> str:
+  """metrics.per_class_f1 output as markdown: one row per class, F1 (%) of
+  Seg A, V, AV and Evt A, V, AV; "-" where the class is in neither the
+  predictions nor the GT."""
+  cols = [(lvl, m) for lvl in ("seg", "evt") for m in ("a", "v", "av")]
+  head = ["class"] + [f"{lvl.capitalize()} {m.upper()}" for lvl, m in cols]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for c, name in enumerate(class_names):
+    vals = [scores[lvl][m][c] for lvl, m in cols]
+    lines.append("| " + " | ".join(
+        [name] + ["-" if v is None else f"{v:.1f}" for v in vals]) + " |")
+  return "\n".join(lines)
+
+
 def _rel(path: str, root: str) -> str:
   return os.path.relpath(path, root).replace(os.sep, "/")
 
@@ -117,6 +175,8 @@ def write_report(
     timelines: Mapping[str, str] = (),
     notes: Sequence[str] = (),
     figure_notes: Sequence[str] = (),
+    per_class: Mapping[str, Mapping[str, Any]] = (),
+    per_class_split: str = "test",
 ) -> str:
   """Writes the markdown report; image paths are made relative to it.
 
@@ -125,6 +185,7 @@ def write_report(
     configs: {section: {dotted field: value}} (see `flat_config`).
     curves, heatmaps, timelines: {caption: PNG path}.
     notes: lines under the title; figure_notes: figures not drawn, and why.
+    per_class: {parser: metrics.per_class_f1 on per_class_split}.
   """
   root = os.path.dirname(os.path.abspath(path))
   md = [f"# {title}", ""]
@@ -134,6 +195,15 @@ def write_report(
          " Avg = mean of the ten numbers.", ""]
   for split, rows in tables.items():
     md += [f"### {split} split", "", markdown_table(rows), ""]
+  if per_class:
+    md += [f"## Per-class F1 ({per_class_split} split)", "",
+           "F1 in percent per LLP class, TP/FN/FP pooled over the split's"
+           " videos (events matched at IoU >= 0.5); not an official LLP"
+           " number. \"-\": the class is in neither the predictions nor"
+           " the GT.", ""]
+    for name, scores in per_class.items():
+      md += [f"### {name}", "", per_class_table(scores, avvp.LLP_CLASSES),
+             ""]
   if curves:
     md += ["## Training curves", ""]
     for caption, png in curves.items():

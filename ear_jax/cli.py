@@ -89,7 +89,7 @@ def setup_runtime(config) -> dict:
   if precision not in MATMUL_PRECISIONS:
     raise ValueError(
         f"config.matmul_precision={precision!r}; expected one of"
-        f" {MATMUL_PRECISIONS} (see README, 'Matmul precision')."
+        f" {MATMUL_PRECISIONS} (see docs/USAGE.md, 'Conventions')."
     )
   jax.config.update("jax_default_matmul_precision", precision)
   cache = resolve_cache_dir(config.get("compilation_cache_dir", "auto"))

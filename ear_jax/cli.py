@@ -288,6 +288,13 @@ def run():
   if wants_help(sys.argv):
     print(help_text())
     sys.exit(0)
+  if _config_flag(sys.argv) is None and not any(
+      a.startswith(("--helpfull", "--helpshort", "--helpxml"))
+      for a in sys.argv):
+    print(help_text(), file=sys.stderr)
+    print("\nerror: --config=NAME is required (e.g. --config=demo).",
+          file=sys.stderr)
+    sys.exit(2)
   try:
     argv = prepare_argv(sys.argv)
   except config_lib.ConfigError as e:

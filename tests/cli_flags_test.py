@@ -131,6 +131,13 @@ def test_command_from_another_folder(tmp_path):
   assert not os.path.exists(tmp_path / "w"), "--print_config ran the stage"
 
 
+def test_no_config_prints_the_help(tmp_path):
+  r = _ear_jax([], tmp_path)
+  assert r.returncode == 2 and "configs:" in r.stderr
+  assert r.stderr.strip().endswith("--config=NAME is required (e.g."
+                                   " --config=demo).")
+
+
 def test_typo_is_one_line_and_exit_code_2(tmp_path):
   r = _ear_jax(["--config=stage3:tiny", "--config.modle.name=han"], tmp_path)
   assert r.returncode == 2

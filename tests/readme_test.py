@@ -84,7 +84,8 @@ def _run(block, examples, capsys):
   left = re.findall(r'"(/(?:runs|models|videos|data)/[^"]*)"', block)
   assert not left, f"README paths this test does not provide: {left}"
   namespace = {"__name__": "readme"}
-  exec(compile(block, "README.md", "exec"), namespace)  # pylint: disable=exec-used
+  # pylint: disable-next=exec-used
+  exec(compile(block, "README.md", "exec"), namespace)
   return namespace, capsys.readouterr().out
 
 

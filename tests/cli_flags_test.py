@@ -159,7 +159,9 @@ def test_only_ear_jax_and_feature_export_are_installed():
     for root, _, files in os.walk(os.path.join(REPO, top)):
       if "__init__.py" in files:
         found.add(os.path.relpath(root, REPO).replace(os.sep, "."))
-  assert found | {"ear_jax.configs"} == packages
+  assert found | {"ear_jax.configs"} == packages, (
+      "list every package in pyproject.toml [tool.setuptools] packages:"
+      f" missing {sorted(found - packages)}")
 
 
 @pytest.mark.parametrize("fields, expect", [

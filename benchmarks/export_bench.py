@@ -21,7 +21,7 @@ import time
 import jax
 import numpy as np
 
-from configs import export_han
+from ear_jax.configs import export_han
 from feature_export import decode as decode_lib
 from feature_export import han
 

@@ -14,8 +14,8 @@ import argparse
 import json
 import os
 
-from configs import stage1 as stage1_config
-from configs import stage2 as stage2_config
+from ear_jax.configs import stage1 as stage1_config
+from ear_jax.configs import stage2 as stage2_config
 from ear_jax import metrics as metrics_lib
 from ear_jax.data import synthetic
 from ear_jax.stages import generate_pseudo_labels

@@ -218,7 +218,7 @@ def section_stage3_run(args, workdir, name="ear"):
   import jax
   import numpy as np
   from flax import nnx
-  from configs import stage3
+  from ear_jax.configs import stage3
   from ear_jax import evaluator as evaluator_lib
   from ear_jax import metrics as metrics_lib
   from ear_jax import parser_lib
@@ -296,7 +296,7 @@ def section_stage1_run(args, workdir):
   """generator_lib + trainer.fit as stages/pretrain_generator.run does."""
   import numpy as np
   from flax import nnx
-  from configs import stage1
+  from ear_jax.configs import stage1
   from ear_jax import generator_lib
   from ear_jax import trainer as trainer_lib
   tiny = args.dry_run

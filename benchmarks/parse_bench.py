@@ -29,7 +29,7 @@ from flax import nnx
 import jax
 import numpy as np
 
-from configs import stage3 as stage3_config
+from ear_jax.configs import stage3 as stage3_config
 from ear_jax import parser_lib
 from ear_jax import parsing
 
@@ -100,7 +100,7 @@ def write_video(path: str, seconds: float, fps: int = 25,
 def full_size_exporters():
   """The HAN-set exporter at full size (configs/export_han.py), random."""
   # pylint: disable=g-import-not-at-top
-  from configs import export_han
+  from ear_jax.configs import export_han
   from feature_export import registry
   c = export_han.get_config()
   c.random_init_for_testing = True

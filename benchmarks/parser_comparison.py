@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from configs import demo as demo_config
+from ear_jax.configs import demo as demo_config
 from ear_jax import metrics as metrics_lib
 from ear_jax import stages as stages_lib
 from ear_jax.stages import demo

@@ -90,8 +90,8 @@ from flax import nnx
 import jax
 import numpy as np
 
-from configs import stage1 as stage1_config
-from configs import stage3 as stage3_config
+from ear_jax.configs import stage1 as stage1_config
+from ear_jax.configs import stage3 as stage3_config
 from ear_jax import evaluator as evaluator_lib
 from ear_jax import generator_lib
 from ear_jax import models as models_lib

@@ -30,7 +30,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from configs import demo as demo_config  # pylint: disable=wrong-import-position
+from ear_jax.configs import demo as demo_config  # pylint: disable=wrong-import-position
 from ear_jax import jsonio  # pylint: disable=wrong-import-position
 from ear_jax import stages as stages_lib  # pylint: disable=wrong-import-position
 from ear_jax.stages import demo  # pylint: disable=wrong-import-position

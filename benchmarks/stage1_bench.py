@@ -17,7 +17,7 @@ import time
 import jax
 import numpy as np
 
-from configs import stage1 as stage1_config
+from ear_jax.configs import stage1 as stage1_config
 from ear_jax import generator_lib
 from ear_jax import sharding as sharding_lib
 from ear_jax import train_state as ts_lib

@@ -19,7 +19,7 @@ import time
 import jax
 import numpy as np
 
-from configs import stage3 as stage3_config
+from ear_jax.configs import stage3 as stage3_config
 from ear_jax import evaluator as evaluator_lib
 from ear_jax import parser_lib
 from ear_jax import sharding as sharding_lib

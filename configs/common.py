@@ -32,7 +32,7 @@ def base(stage: str) -> config_dict.ConfigDict:
   # jax_default_matmul_precision for the whole run (ear_jax/cli.py):
   # "default" | "high" | "highest" | "bfloat16" | "tensorfloat32" |
   # "float32". "default" lets GPUs use TF32 and TPUs one bf16 pass, like the
-  # PyTorch TF32 baseline; "highest" is float32 everywhere (README).
+  # PyTorch TF32 baseline; "highest" is float32 everywhere (docs/USAGE.md).
   c.matmul_precision = "default"
   # Persistent XLA compilation cache: "auto" ($JAX_COMPILATION_CACHE_DIR, or
   # ~/.cache/ear_jax/xla), a folder, or "none". A re-run (resume, a second

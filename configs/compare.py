@@ -17,7 +17,7 @@ p-value (all 2^n sign flips; with n seeds the smallest possible p is
 <workdir>/compare_<split>.json and .md. Expected: a second.
 """
 
-from configs import common
+from ear_jax.configs import common
 
 
 def get_config(arg=None):

@@ -23,10 +23,10 @@ benchmarks/parser_comparison.py).
 :tiny ~3-5 min (XLA compiles dominate); :full not measured yet (GPU).
 """
 
-from configs import common
-from configs import stage1
-from configs import stage2
-from configs import stage3
+from ear_jax.configs import common
+from ear_jax.configs import stage1
+from ear_jax.configs import stage2
+from ear_jax.configs import stage3
 
 
 def get_config(arg=None):

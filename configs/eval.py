@@ -25,7 +25,7 @@ the split) and <split>_per_video.csv (each video's eight per-video F values,
 by LLP filename). Expected: seconds.
 """
 
-from configs import common
+from ear_jax.configs import common
 
 
 def get_config(arg=None):

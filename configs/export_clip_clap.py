@@ -15,7 +15,7 @@ local Hugging Face snapshots (nothing is downloaded). LLP videos named
 Expected: not measured on real data yet (see benchmarks/export_bench.py).
 """
 
-from configs import common
+from ear_jax.configs import common
 
 
 def get_config(arg=None):

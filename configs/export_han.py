@@ -14,7 +14,7 @@ the torch tensor names do not); the nets run on the default JAX backend.
 Expected: not measured on real data yet (see benchmarks/export_bench.py).
 """
 
-from configs import common
+from ear_jax.configs import common
 
 
 def get_config(arg=None):

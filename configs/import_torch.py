@@ -17,9 +17,9 @@ here: `num_heads` (None: the source's published script, 16 / 16 / 1 / 8) and
 be new. Needs torch (the export extra). Expected: seconds.
 """
 
-from configs import common
-from configs import stage1
-from configs import stage3
+from ear_jax.configs import common
+from ear_jax.configs import stage1
+from ear_jax.configs import stage3
 
 
 def get_config(arg=None):

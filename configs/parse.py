@@ -50,9 +50,9 @@ end to end is dominated by the exporters (HAN set, full-size nets on CPU:
 ~0.03 minutes of video per minute), so use a GPU for many videos.
 """
 
-from configs import common
-from configs import export_clip_clap
-from configs import export_han
+from ear_jax.configs import common
+from ear_jax.configs import export_clip_clap
+from ear_jax.configs import export_han
 
 
 def get_config(arg=None):

@@ -14,8 +14,8 @@ and float32 matmuls); it combines with :tiny / :small.
 Expected: full size on 1xH100 not measured yet (goal: 80 epochs < 45 s).
 """
 
-from configs import common
-from configs import uwav
+from ear_jax.configs import common
+from ear_jax.configs import uwav
 
 
 def get_config(arg=None):

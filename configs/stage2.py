@@ -16,8 +16,8 @@ Expected: seconds on 1xH100 (not measured yet); test Avg 73.2 (EAR), 70.3
 test Avg 80.8 (zero-shot 83.1, weak label everywhere 46.4), ~10 s on CPU.
 """
 
-from configs import common
-from configs import uwav
+from ear_jax.configs import common
+from ear_jax.configs import uwav
 
 
 def get_config(arg=None):

@@ -35,8 +35,8 @@ labels, 2 CPU cores): EAR ~125 s, test Seg Type@AV 90.0 (89.5 +- 0.4 over
 (benchmarks/parser_comparison.py).
 """
 
-from configs import common
-from configs import uwav
+from ear_jax.configs import common
+from ear_jax.configs import uwav
 
 
 def get_config(arg=None):

@@ -106,6 +106,64 @@ def flat_config(config: Mapping[str, Any], keys: Sequence[str] | None = None,
   return out
 
 
+# Parser fields only the EAR parser reads (left out of a HAN run's table);
+# model.han_layers is read by EAR only with model.amdf="han".
+_EAR_ONLY = ("model.amdf", "model.erm", "model.erm_layers", "model.node_dim")
+
+
+def run_fields(config: Mapping[str, Any], keys: Sequence[str]
+               ) -> dict[str, Any]:
+  """`flat_config(config, keys)` without the fields its model ignores."""
+  out = flat_config(config, keys)
+  name = out.get("model.name")
+  if name == "han":
+    drop = _EAR_ONLY
+  elif name == "ear" and out.get("model.amdf") != "han":
+    drop = ("model.han_layers",)
+  else:
+    drop = ()
+  return {k: v for k, v in out.items() if k not in drop}
+
+
+def per_class_scores(workdir: str, parser_runs: Sequence[str],
+                     split: str = "test") -> dict[str, dict]:
+  """{parser label: metrics.per_class_f1 on `split`} of the finished
+  stage-3 runs among `workdir`/`parser_runs` (label: EAR, HAN, ...)."""
+  out = {}
+  for run in parser_runs:
+    path = os.path.join(workdir, run)
+    if not os.path.exists(os.path.join(path, "eval", f"{split}.json")):
+      continue
+    cfg, graphdef, weights, *_ = parser_lib.load_parser(path)
+    rec = avvp.read_llp_split(llp_features.annotations_dir(
+        cfg.data.llp_root, cfg.data.llp_annotations_dir), split)
+    o = parser_lib.predict(graphdef, weights,
+                           parser_lib.load_inputs(cfg, rec.ids),
+                           cfg.eval_batch_size)
+    pred_a, pred_v = metrics_lib.binarize_parser_outputs(
+        o["global_prob"], o["a_logits"], o["v_logits"], cfg.eval.strict)
+    label = cfg.model.name.upper()
+    if label in out:
+      label = f"{label} ({run})"
+    out[label] = metrics_lib.per_class_f1(pred_a, pred_v, rec.gt_a, rec.gt_v)
+  return out
+
+
+def per_class_table(scores: Mapping[str, Mapping[str, Sequence]],
+                    class_names: Sequence[str]) -> str:
+  """metrics.per_class_f1 output as markdown: one row per class, F1 (%) of
+  Seg A, V, AV and Evt A, V, AV; "-" where the class is in neither the
+  predictions nor the GT."""
+  cols = [(lvl, m) for lvl in ("seg", "evt") for m in ("a", "v", "av")]
+  head = ["class"] + [f"{lvl.capitalize()} {m.upper()}" for lvl, m in cols]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for c, name in enumerate(class_names):
+    vals = [scores[lvl][m][c] for lvl, m in cols]
+    lines.append("| " + " | ".join(
+        [name] + ["-" if v is None else f"{v:.1f}" for v in vals]) + " |")
+  return "\n".join(lines)
+
+
 def _rel(path: str, root: str) -> str:
   return os.path.relpath(path, root).replace(os.sep, "/")
 
@@ -122,6 +180,8 @@ def write_report(
     notes: Sequence[str] = (),
     figure_notes: Sequence[str] = (),
     comparisons: Mapping[str, str] = (),
+    per_class: Mapping[str, Mapping[str, Any]] = (),
+    per_class_split: str = "test",
 ) -> str:
   """Writes the markdown report; image paths are made relative to it.
 
@@ -132,6 +192,7 @@ def write_report(
     notes: lines under the title; figure_notes: figures not drawn, and why.
     comparisons: {caption: Markdown table} of paired comparisons
       (ear_jax.compare.markdown_comparison), shown under the results.
+    per_class: {parser: metrics.per_class_f1 on per_class_split}.
   """
   root = os.path.dirname(os.path.abspath(path))
   md = [f"# {title}", ""]
@@ -148,6 +209,15 @@ def write_report(
            " p-value (with n seeds the smallest possible p is 2 / 2^n).", ""]
     for caption, table in comparisons.items():
       md += [f"### {caption}", "", table, ""]
+  if per_class:
+    md += [f"## Per-class F1 ({per_class_split} split)", "",
+           "F1 in percent per LLP class, TP/FN/FP pooled over the split's"
+           " videos (events matched at IoU >= 0.5); not an official LLP"
+           " number. \"-\": the class is in neither the predictions nor"
+           " the GT.", ""]
+    for name, scores in per_class.items():
+      md += [f"### {name}", "", per_class_table(scores, avvp.LLP_CLASSES),
+             ""]
   if curves:
     md += ["## Training curves", ""]
     for caption, png in curves.items():

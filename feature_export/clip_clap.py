@@ -38,6 +38,17 @@ def _torch():
   return torch
 
 
+def _transformers():
+  try:
+    import transformers  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(
+        "the CLIP/CLAP exporter needs Hugging Face transformers: pip install"
+        " 'ear-jax[export]' (or pip install 'transformers>=4.50,<6')"
+    ) from e
+  return transformers
+
+
 def _pooled(out):
   """Projected embedding from get_*_features (tensor in 4.x, output in 5.x)."""
   return out if hasattr(out, "ndim") else out.pooler_output
@@ -54,8 +65,6 @@ def _revision(path: str, model) -> str | None:
 
 def _load(kind: str, path: str | None, flag: str):
   """(model, preprocessor, tokenizer) from a local Hugging Face directory."""
-  import transformers  # pylint: disable=g-import-not-at-top
-
   if not path:
     raise ValueError(
         f"--config.{flag} is unset: point it at a local copy of the"
@@ -68,6 +77,7 @@ def _load(kind: str, path: str | None, flag: str):
         f"--config.{flag}={path!r} is not a directory; it must be a local"
         " save_pretrained/snapshot folder (nothing is downloaded)"
     )
+  transformers = _transformers()
   kw = dict(local_files_only=True)
   try:
     if kind == "clip":
@@ -136,8 +146,7 @@ class Exporter:
   # -- manifest ---------------------------------------------------------------
 
   def model_info(self) -> dict[str, Any]:
-    import transformers  # pylint: disable=g-import-not-at-top
-
+    transformers = _transformers()
     out = {}
     for f, model in self.models.items():
       out[f] = dict(

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import common
+from ear_jax.configs import common
 from ear_jax import cli
 from ear_jax import writer as writer_lib
 

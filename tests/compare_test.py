@@ -119,7 +119,7 @@ def test_compare_command_prints_and_writes(tmp_path):
 
 
 def test_demo_reports_ear_minus_han_when_both_ran_with_seeds(tmp_path):
-  from configs import demo as demo_config  # pylint: disable=g-import-not-at-top
+  from ear_jax.configs import demo as demo_config  # pylint: disable=g-import-not-at-top
   from ear_jax import report as report_lib  # pylint: disable=g-import-not-at-top
   from ear_jax.stages import demo  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(3)

@@ -30,7 +30,7 @@ def test_parse_arg():
 
 @pytest.mark.parametrize("name", _CONFIGS)
 def test_every_config_builds_with_tiny(name):
-  module = importlib.import_module(f"configs.{name}")
+  module = importlib.import_module(f"ear_jax.configs.{name}")
   for arg in (None, "tiny"):
     c = module.get_config(arg)
     # compare only reads other runs: its workdir is optional.
@@ -40,7 +40,7 @@ def test_every_config_builds_with_tiny(name):
 
 
 def test_check_required_lists_every_missing_field():
-  module = importlib.import_module("configs.stage1")
+  module = importlib.import_module("ear_jax.configs.stage1")
   c = module.get_config("tiny")
   with pytest.raises(ValueError) as e:
     config_lib.check_required(c)

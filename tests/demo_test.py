@@ -12,12 +12,13 @@ import re
 import numpy as np
 import pytest
 
-from configs import demo as demo_config
+from ear_jax.configs import demo as demo_config
 from ear_jax import jsonio
 from ear_jax import metrics as metrics_lib
 from ear_jax import stages as stages_lib
 from ear_jax import trainer as trainer_lib
 from ear_jax import writer as writer_lib
+from ear_jax.data import avvp
 from ear_jax.stages import demo as demo_lib
 from parse_test import save_untrained_parser
 
@@ -155,6 +156,22 @@ def test_demo_orchestration_tables_report_and_resume(tmp_path, fake_stages,
     with open(os.path.join(w, p), "rb") as f:
       assert f.read(8) == PNG_MAGIC, p
   assert "| `model.name` | `\"han\"` |" in md
+  # Per-class F1 (test) of each parser, one row per LLP class.
+  per_class = md.split("## Per-class F1 (test split)")[1].split("\n## ")[0]
+  for parser in ("EAR", "HAN"):
+    table = per_class.split(f"### {parser}\n\n")[1].split("\n\n")[0]
+    assert len(table.splitlines()) == 2 + len(avvp.LLP_CLASSES), parser
+    assert table.splitlines()[0] == ("| class | Seg A | Seg V | Seg AV |"
+                                     " Evt A | Evt V | Evt AV |")
+  # Each run's configuration shows the fields its model reads.
+  runs = md.split("## Configuration")[1]
+  han_cfg = runs.split("### stage3_han\n")[1].split("\n###")[0]
+  ear_cfg = runs.split("### stage3\n")[1].split("\n###")[0]
+  for field in ("model.amdf", "model.erm", "model.erm_layers",
+                "model.node_dim"):
+    assert f"`{field}`" not in han_cfg and f"`{field}`" in ear_cfg, field
+  assert "`model.han_layers`" in han_cfg
+  assert "`model.han_layers`" not in ear_cfg  # EAR reads it with amdf=han
 
   # Re-running resumes: every stage is finished, nothing runs again.
   fake_stages.calls.clear()
@@ -232,7 +249,7 @@ def test_demo_config_variants():
 def test_demo_tiny_real_pipeline_then_parse(tmp_path, capsys):
   """The real stage 1 -> 2 -> 3 chain on :tiny, then parse its output."""
   # pylint: disable=g-import-not-at-top
-  from configs import parse as parse_config
+  from ear_jax.configs import parse as parse_config
   from ear_jax.stages import parse as parse_lib
   c = _tiny_config(tmp_path)
   demo_lib.run(c)
@@ -267,7 +284,7 @@ def test_demo_tiny_real_pipeline_then_parse(tmp_path, capsys):
   assert {k: got[k] for k in metrics_lib.AGGREGATE_KEYS} == {
       k: want[k] for k in metrics_lib.AGGREGATE_KEYS}
   # ear-jax's eval stage scores the same CSVs to the same numbers.
-  from configs import eval as eval_config
+  from ear_jax.configs import eval as eval_config
   e = eval_config.get_config()
   e.workdir = str(tmp_path / "eval_csv")
   e.predictions_dir = str(tmp_path / "parsed" / "parsed")

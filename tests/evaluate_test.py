@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from configs import eval as eval_config
-from configs import stage3 as stage3_config
+from ear_jax.configs import eval as eval_config
+from ear_jax.configs import stage3 as stage3_config
 from ear_jax import metrics as metrics_lib
 from ear_jax.data import avvp
 from ear_jax.data import synthetic

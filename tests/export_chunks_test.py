@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("av")
 
 import export_fixtures
-from configs import export_han
+from ear_jax.configs import export_han
 from feature_export import common
 from feature_export import decode
 from feature_export import driver
@@ -91,7 +91,7 @@ def test_chunked_clip_clap_export_equals_one_pass(long_video, tmp_path):
   """CLIP frames and CLAP audio read in chunks of 7 s: the same rows."""
   pytest.importorskip("torch")
   pytest.importorskip("transformers")
-  from configs import export_clip_clap
+  from ear_jax.configs import export_clip_clap
   clip_dir, clap_dir = export_fixtures.write_tiny_hf_models(tmp_path / "hf")
   out = {}
   for chunk in (0, 7):

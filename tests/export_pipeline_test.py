@@ -24,11 +24,11 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import export_fixtures
-from configs import export_clip_clap
-from configs import export_han
-from configs import stage1 as stage1_config
-from configs import stage2 as stage2_config
-from configs import stage3 as stage3_config
+from ear_jax.configs import export_clip_clap
+from ear_jax.configs import export_han
+from ear_jax.configs import stage1 as stage1_config
+from ear_jax.configs import stage2 as stage2_config
+from ear_jax.configs import stage3 as stage3_config
 from ear_jax import config_lib
 from ear_jax import metrics as metrics_lib
 from ear_jax.data import avvp

@@ -22,8 +22,8 @@ from flax import nnx
 from torch import nn
 
 import export_fixtures
-from configs import export_clip_clap
-from configs import export_han
+from ear_jax.configs import export_clip_clap
+from ear_jax.configs import export_han
 from ear_jax import config_lib
 from ear_jax.data import avvp
 from ear_jax.data import features

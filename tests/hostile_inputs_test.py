@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from configs import eval as eval_config
-from configs import parse as parse_config
+from ear_jax.configs import eval as eval_config
+from ear_jax.configs import parse as parse_config
 from ear_jax import jsonio
 from ear_jax import parsing
 from ear_jax import plots as plots_lib
@@ -148,7 +148,7 @@ def test_training_stages_check_data_paths_before_the_claim(tmp_path, stage,
   # pylint: disable=g-import-not-at-top
   import importlib
   from ear_jax import config_lib
-  c = importlib.import_module(f"configs.{stage}").get_config("tiny")
+  c = importlib.import_module(f"ear_jax.configs.{stage}").get_config("tiny")
   c.workdir = str(tmp_path / "w")
   config_lib.set_field(c, field, str(tmp_path / "typo"))
   with pytest.raises(validate_lib.ConfigError,

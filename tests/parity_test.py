@@ -20,8 +20,8 @@ import numpy as np
 import optax
 import pytest
 
-from configs import stage1
-from configs import stage3
+from ear_jax.configs import stage1
+from ear_jax.configs import stage3
 from ear_jax import losses as losses_lib
 from ear_jax import pseudo_labels as pl_lib
 from ear_jax import torch_import

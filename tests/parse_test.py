@@ -116,7 +116,7 @@ def save_untrained_parser(cfg, step=3):
 
 def make_stage3_workdir(workdir, llp_root, name="ear"):
   # pylint: disable=g-import-not-at-top
-  from configs import stage3 as stage3_config
+  from ear_jax.configs import stage3 as stage3_config
   cfg = stage3_config.get_config("tiny")
   cfg.workdir = str(workdir)
   cfg.pseudo_labels_dir = str(workdir)
@@ -129,7 +129,7 @@ def make_stage3_workdir(workdir, llp_root, name="ear"):
 @pytest.fixture(scope="module")
 def parsed_run(tmp_path_factory):
   # pylint: disable=g-import-not-at-top
-  from configs import parse as parse_config
+  from ear_jax.configs import parse as parse_config
   from ear_jax.data import synthetic
   from ear_jax.stages import parse as parse_lib
   root = tmp_path_factory.mktemp("parse")
@@ -257,8 +257,8 @@ def test_parse_on_features_from_the_exporter(parsed_run, tmp_path,
                                             sample_video):
   """Raw video -> feature_export (HAN layout, tiny random nets) -> parse."""
   # pylint: disable=g-import-not-at-top
-  from configs import export_han
-  from configs import parse as parse_config
+  from ear_jax.configs import export_han
+  from ear_jax.configs import parse as parse_config
   from feature_export import driver as export_driver
   c_parse, parse_lib, _ = parsed_run
   videos = tmp_path / "videos"

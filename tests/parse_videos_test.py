@@ -16,8 +16,8 @@ pytest.importorskip("av")
 import ear_jax
 import export_fixtures
 import parse_test
-from configs import export_han
-from configs import parse as parse_config
+from ear_jax.configs import export_han
+from ear_jax.configs import parse as parse_config
 from ear_jax import report as report_lib
 from ear_jax.data import avvp
 from ear_jax.stages import parse as parse_stage

@@ -18,7 +18,7 @@ import types
 import numpy as np
 import pytest
 
-from configs import stage3 as stage3_config
+from ear_jax.configs import stage3 as stage3_config
 from ear_jax import checkpoint as ckpt_lib
 from ear_jax import config_lib
 from ear_jax import generator_lib
@@ -37,7 +37,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _get(name, arg="tiny"):
-  return importlib.import_module(f"configs.{name}").get_config(arg)
+  return importlib.import_module(f"ear_jax.configs.{name}").get_config(arg)
 
 
 # ------------------------------------------------------------- validation

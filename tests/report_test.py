@@ -60,6 +60,47 @@ def test_flat_config_picks_dotted_fields():
       "model.name": "ear"}
 
 
+def test_run_fields_leave_out_what_the_model_ignores():
+  model = dict(name="han", amdf="asymmetric", erm="alternate", erm_layers=3,
+               node_dim=128, han_layers=5, hidden_dim=64)
+  keys = [f"model.{k}" for k in model] + ["seed"]
+  han = report_lib.run_fields({"seed": 1, "model": model}, keys)
+  assert han == {"model.name": "han", "model.han_layers": 5,
+                 "model.hidden_dim": 64, "seed": 1}
+  ear = report_lib.run_fields({"model": dict(model, name="ear")}, keys)
+  assert "model.han_layers" not in ear and ear["model.erm_layers"] == 3
+  ear_han = report_lib.run_fields(
+      {"model": dict(model, name="ear", amdf="han")}, keys)
+  assert ear_han["model.han_layers"] == 5 and ear_han["model.amdf"] == "han"
+  gen = {"model": {"name": "generator", "num_layers": 2}}
+  assert report_lib.run_fields(gen, ["model.name", "model.num_layers"]) == (
+      {"model.name": "generator", "model.num_layers": 2})
+
+
+def test_per_class_table():
+  # 2 videos, 3 classes, 4 segments. Class 0: audio found exactly (F1 100),
+  # visual half (one of two GT segments: TP 1, FN 1 -> 66.7); class 1:
+  # audio false alarms only (0.0); class 2 in neither (-).
+  pa = np.zeros((2, 3, 4), np.uint8)
+  pv = np.zeros_like(pa)
+  ga = np.zeros_like(pa)
+  gv = np.zeros_like(pa)
+  ga[0, 0, :2] = pa[0, 0, :2] = 1
+  gv[1, 0, 2:] = 1
+  pv[1, 0, 2] = 1
+  pa[1, 1, 0] = 1
+  f1 = metrics_lib.per_class_f1(pa, pv, ga, gv)
+  md = report_lib.per_class_table(f1, CLASSES).splitlines()
+  assert md[0] == ("| class | Seg A | Seg V | Seg AV | Evt A | Evt V |"
+                   " Evt AV |")
+  assert len(md) == 2 + len(CLASSES)
+  cells = [[c.strip() for c in row.strip("|").split("|")] for row in md[2:]]
+  assert cells[0][:4] == [CLASSES[0], "100.0", "66.7", "-"]
+  assert cells[0][4] == "100.0"  # one audio event, matched
+  assert cells[1][1:4] == ["0.0", "-", "-"]
+  assert cells[2][1:] == ["-"] * 6
+
+
 def test_plots_and_report_written(tmp_path):
   rng = np.random.default_rng(0)
   a = rng.random((3, 10)) > 0.5

@@ -5,8 +5,8 @@ from flax import nnx
 import jax
 import numpy as np
 
-from configs import common
-from configs import stage3
+from ear_jax.configs import common
+from ear_jax.configs import stage3
 from ear_jax import evaluator as evaluator_lib
 from ear_jax import losses as losses_lib
 from ear_jax import parser_lib

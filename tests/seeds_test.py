@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import common
-from configs import stage1 as stage1_config
-from configs import stage2 as stage2_config
+from ear_jax.configs import common
+from ear_jax.configs import stage1 as stage1_config
+from ear_jax.configs import stage2 as stage2_config
 from ear_jax import checkpoint as ckpt_lib
 from ear_jax import evaluator as evaluator_lib
 from ear_jax import metrics as metrics_lib

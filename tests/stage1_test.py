@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from configs import stage1 as stage1_config
+from ear_jax.configs import stage1 as stage1_config
 from ear_jax import checkpoint as ckpt_lib
 from ear_jax import generator_lib
 from ear_jax import metrics as metrics_lib

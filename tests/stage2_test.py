@@ -14,8 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from configs import stage1 as stage1_config
-from configs import stage2 as stage2_config
+from ear_jax.configs import stage1 as stage1_config
+from ear_jax.configs import stage2 as stage2_config
 from ear_jax import checkpoint as ckpt_lib
 from ear_jax import generator_lib
 from ear_jax import metrics as metrics_lib

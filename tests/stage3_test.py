@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from configs import stage3 as stage3_config
+from ear_jax.configs import stage3 as stage3_config
 from ear_jax import checkpoint as ckpt_lib
 from ear_jax import metrics as metrics_lib
 from ear_jax import pseudo_labels as pl_lib

@@ -12,11 +12,11 @@ import sys
 import numpy as np
 import pytest
 
-from configs import eval as eval_config
-from configs import import_torch as import_config
-from configs import parse as parse_config
-from configs import stage2 as stage2_config
-from configs import stage3
+from ear_jax.configs import eval as eval_config
+from ear_jax.configs import import_torch as import_config
+from ear_jax.configs import parse as parse_config
+from ear_jax.configs import stage2 as stage2_config
+from ear_jax.configs import stage3
 from ear_jax import metrics as metrics_lib
 from ear_jax import torch_import
 from ear_jax import validate as validate_lib

@@ -11,7 +11,7 @@ from ml_collections import config_dict
 import numpy as np
 import pytest
 
-from configs import common
+from ear_jax.configs import common
 from ear_jax import evaluator as evaluator_lib
 from ear_jax import sharding as sharding_lib
 from ear_jax import trainer as trainer_lib

@@ -24,8 +24,8 @@ from ml_collections import config_dict
 import numpy as np
 import pytest
 
-from configs import stage1
-from configs import stage3
+from ear_jax.configs import stage1
+from ear_jax.configs import stage3
 from ear_jax import evaluator as evaluator_lib
 from ear_jax import generator_lib
 from ear_jax import models as models_lib

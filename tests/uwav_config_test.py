@@ -13,10 +13,10 @@ from flax import nnx
 import numpy as np
 import pytest
 
-from configs import stage1
-from configs import stage2
-from configs import stage3
-from configs import uwav
+from ear_jax.configs import stage1
+from ear_jax.configs import stage2
+from ear_jax.configs import stage3
+from ear_jax.configs import uwav
 from ear_jax import models as models_lib
 
 RECIPE = pathlib.Path(__file__).parent / "testdata" / "uwav_recipe.json"

@@ -61,7 +61,7 @@ def valor_llp(tmp_path_factory):
 
 def test_stage3_trains_on_valor_labels(tmp_path, valor_llp):
   """Table VI "HAN (VALOR)": stage 3 on VALOR's binary labels."""
-  from configs import stage3 as stage3_config  # pylint: disable=g-import-not-at-top
+  from ear_jax.configs import stage3 as stage3_config  # pylint: disable=g-import-not-at-top
   from ear_jax import writer as writer_lib  # pylint: disable=g-import-not-at-top
   from ear_jax.stages import train_parser  # pylint: disable=g-import-not-at-top
   llp, valor = valor_llp

@@ -826,8 +826,8 @@ def full_size(root: str) -> None:
   Writes nothing (8M-parameter state dicts do not belong in the repo)."""
   import jax  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
-  from configs import stage1  # pylint: disable=g-import-not-at-top
-  from configs import stage3  # pylint: disable=g-import-not-at-top
+  from ear_jax.configs import stage1  # pylint: disable=g-import-not-at-top
+  from ear_jax.configs import stage3  # pylint: disable=g-import-not-at-top
   from ear_jax import torch_import  # pylint: disable=g-import-not-at-top
   from ear_jax import trainer  # pylint: disable=g-import-not-at-top
   from ear_jax.data import features  # pylint: disable=g-import-not-at-top

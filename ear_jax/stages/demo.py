@@ -137,7 +137,7 @@ def write_outputs(config, stages, tables, seconds) -> str:
           for name in ("stage1", "stage3", "stage3_han")},
       parser_runs=("stage3_han", "stage3"), main="stage3",
       num_timelines=config.num_timelines)
-  configs = {key: report_lib.flat_config(cfg, KEY_FIELDS)
+  configs = {key: report_lib.run_fields(cfg, KEY_FIELDS)
              for key, _, cfg, _ in stages}
   configs["data"] = dict(
       llp_root=stages[-1][2].data.llp_root,
@@ -152,6 +152,7 @@ def write_outputs(config, stages, tables, seconds) -> str:
       os.path.join(w, "report.md"), title="ear-jax demo report",
       tables=tables, configs=configs, **figs, figure_notes=figure_notes,
       comparisons=comparisons,
+      per_class=report_lib.per_class_scores(w, ("stage3", "stage3_han")),
       notes=[f"Command: `{' '.join(sys.argv)}`", "",
              f"Workdir `{w}`. Wall time per stage (s, last run of each):"
              f" `{json.dumps(seconds)}`.", "",

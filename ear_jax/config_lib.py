@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from ml_collections import config_dict
 
 # Files in the configs package that are not configs.
-_NOT_CONFIGS = ("__init__", "common")
+_NOT_CONFIGS = ("__init__", "common", "uwav")  # uwav: the :uwav overrides
 
 
 class UnknownArgError(ValueError):

@@ -26,7 +26,7 @@ def _ear_jax(args, cwd):
 def test_config_names_are_the_files_of_configs():
   names = sorted(f[:-3] for f in os.listdir(CONFIGS)
                  if f.endswith(".py") and f not in ("__init__.py",
-                                                    "common.py"))
+                                                    "common.py", "uwav.py"))
   assert config_lib.config_names() == names
   assert os.path.samefile(config_lib.configs_dir(), CONFIGS)
 
@@ -63,7 +63,7 @@ def test_unknown_name_lists_the_configs():
 
 
 def test_variants():
-  assert config_lib.variants("stage3") == ("small", "tiny")
+  assert config_lib.variants("stage3") == ("small", "tiny", "uwav")
   assert config_lib.variants("demo") == ("full", "tiny")
   with pytest.raises(config_lib.ConfigError, match="valid args are"):
     config_lib.load_config("stage3:tinny")

@@ -103,6 +103,9 @@ def test_no_absolute_or_upward_paths_of_one_machine():
   for path in _files():
     if os.path.samefile(path, __file__):  # its own examples below
       continue
+    # ids like "../x" on purpose: the path-traversal tests of parse/eval.
+    if os.path.basename(path) == "hostile_inputs_test.py":
+      continue
     for lineno, line in enumerate(_read(path).splitlines(), 1):
       where = f"{os.path.relpath(path, REPO)}:{lineno}"
       hits += [f"{where}: /{m}/" for m in _ABSOLUTE.findall(line)

@@ -20,6 +20,9 @@ short keeps what it measured; a section that would not fit the remaining
   stage1_run   a whole stage-1 run at UnAV-100 size (6,489 train videos,
                T 60, 80 epochs, on-device Seg-AV on 2,134 validation videos
                every epoch, final official scores).
+  seeds        stage-3 EAR and HAN steps for N = 1, 4, 8 seeds trained as
+               one vmapped program (config.num_seeds): ms per step and per
+               seed-step.
   inference    HAN and EAR over the 1,200 LLP test videos (batch 256).
   export       CLIP ViT-L/14 and CLAP (HTSAT-fused) feature throughput with
                random weights (no checkpoint is needed or downloaded).
@@ -69,8 +72,8 @@ def _args(argv=None):
   p.add_argument("--steps", type=int, default=20,
                  help="scanned train steps per timed call")
   p.add_argument("--epochs", type=int, default=80)
-  p.add_argument("--only", default="steps,stage3_run,stage1_run,inference,"
-                 "export,torch")
+  p.add_argument("--only", default="steps,stage3_run,stage1_run,seeds,"
+                 "inference,export,torch")
   p.add_argument("--wheels", default=os.path.join(REPO, ".whl"))
   p.add_argument("--dry_run", action="store_true",
                  help="tiny sizes on any backend (a test of the script)")
@@ -206,6 +209,32 @@ def section_steps(pb, args):
         trace_s=round(runner.trace_s, 2), loss=round(runner.loss, 4),
         dtype=dtype, matmul_precision=matmul)
     del runner
+  return res
+
+
+def section_seeds(pb, args):
+  """Stage-3 steps (batch 64, paper widths, TF32) for N seeds in one
+  program (the trainer's vmapped epoch): ms per step of all N seeds and
+  per seed, against N = 1."""
+  import numpy as np
+  tiny = args.dry_run
+  rng = np.random.default_rng(0)
+  batch = 8 if tiny else 64
+  cfg3 = pb.TINY_HAN if tiny else pb.UWAV_HAN
+  d3 = pb.stage3_data(rng, 2 * batch, cfg3["input_a_dim"],
+                      cfg3["input_v_2d_dim"], cfg3["input_v_3d_dim"])
+  steps = 2 if tiny else args.steps
+  res = dict(batch=batch, steps_per_call=steps, matmul_precision="default")
+  names = ("han",) if tiny else ("ear", "han")
+  for name in names:
+    for n in ((1, 2) if tiny else (1, 4, 8)):
+      runner = pb.jax_parser(name, d3, batch, steps, tiny, "float32",
+                             num_seeds=n)
+      ms = 1e3 * _median_time(runner)
+      res[f"{name}_seeds{n}"] = dict(
+          ms_per_step=round(ms, 3), ms_per_seed_step=round(ms / n, 3),
+          compile_s=round(runner.compile_s, 2), num_seeds=n)
+      del runner
   return res
 
 
@@ -479,6 +508,7 @@ def main(argv=None) -> dict:
             estimate("ear_tf32", 157, args.epochs, 0.3))
   suite.run("stage1_run", lambda: section_stage1_run(args, workdir),
             estimate("generator_tf32", 102, args.epochs, 0.3))
+  suite.run("seeds", lambda: section_seeds(pb, args), 60.0)
   suite.run("inference", lambda: section_inference(pb, args), 30.0)
   suite.run("export", lambda: section_export(args), 30.0)
   suite.run("torch", lambda: section_torch(pb, args), 30.0)

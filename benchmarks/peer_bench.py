@@ -162,22 +162,31 @@ class JaxSteps:
   """`steps` jitted train steps in one scanned call, compiled ahead of time."""
 
   def __init__(self, make_model, loss_fn, loss_args, make_batch, optim, data,
-               batch, steps):
+               batch, steps, num_seeds=1):
     mesh = sharding_lib.make_mesh()
     tx, _ = trainer_lib.make_optimizer(optim, 157, 80)
     graphdef, state = ts_lib.create_train_state(make_model, tx)
-    self.state = jax.device_put(state, sharding_lib.replicated(mesh))
     self.n_params = sum(x.size for x in jax.tree.leaves(state.params))
     step_fn = trainer_lib.make_train_step(graphdef, tx, loss_fn, make_batch,
                                           mesh)
-    epoch_fn = trainer_lib.make_epoch_fn(step_fn)
-    self.data = sharding_lib.put_replicated(data, mesh)
-    self.consts = sharding_lib.put_replicated(
-        trainer_lib.step_consts(jax.random.key(0), loss_args), mesh)
     n = len(next(iter(data.values())))
     rng = np.random.default_rng(1)
     self.idx = rng.integers(0, n, (steps, batch)).astype(np.int32)
     self.mask = np.ones((steps, batch), np.float32)
+    key = jax.random.key(0)
+    if num_seeds == 1:
+      epoch_fn = trainer_lib.make_epoch_fn(step_fn)
+    else:  # the trainer's N-seed program (shared data and loss_args)
+      epoch_fn = trainer_lib.make_epoch_fn(step_fn, seed_axes=(
+          {k: None for k in data}, {"key": 0, "loss": None}))
+      state = jax.tree.map(lambda x: np.stack([x] * num_seeds), state)
+      key = jax.random.split(key, num_seeds)
+      self.idx = np.stack([self.idx] * num_seeds)
+      self.mask = np.stack([self.mask] * num_seeds)
+    self.state = jax.device_put(state, sharding_lib.replicated(mesh))
+    self.data = sharding_lib.put_replicated(data, mesh)
+    self.consts = sharding_lib.put_replicated(
+        trainer_lib.step_consts(key, loss_args), mesh)
     t0 = time.perf_counter()
     lowered = epoch_fn.lower(self.state, self.data, self.consts, self.idx,
                              self.mask)
@@ -207,7 +216,7 @@ def parser_config(name, tiny, dtype):
   return config
 
 
-def jax_parser(name, d3, batch, steps, tiny, dtype):
+def jax_parser(name, d3, batch, steps, tiny, dtype, num_seeds=1):
   config = parser_config(name, tiny, dtype)
   train = dict(audio=d3["audio"],
                visual=np.concatenate([d3["visual_2d"], d3["visual_3d"]], -1),
@@ -216,7 +225,8 @@ def jax_parser(name, d3, batch, steps, tiny, dtype):
                                    d3["freq_a"], d3["freq_v"])
   make_model = _parser_factory(config, train)
   return JaxSteps(make_model, parser_lib.make_loss_fn(config), loss_args,
-                  evaluator_lib.gather, config.optim, train, batch, steps)
+                  evaluator_lib.gather, config.optim, train, batch, steps,
+                  num_seeds)
 
 
 def _parser_factory(config, train):

@@ -30,7 +30,11 @@ def test_dry_run_writes_every_section(tmp_path):
   errors = {k: v["error"] for k, v in sections.items() if "error" in v}
   assert not errors, errors
   assert set(sections) == {"env", "steps", "stage3_run", "stage1_run",
-                           "inference", "export", "torch"}
+                           "seeds", "inference", "export", "torch"}
+  seeds = sections["seeds"]
+  for n in (1, 2):
+    assert seeds[f"han_seeds{n}"]["ms_per_step"] > 0
+    assert seeds[f"han_seeds{n}"]["num_seeds"] == n
   steps = sections["steps"]
   for key in ("han_float32", "generator_bfloat16"):
     assert steps[key]["ms_per_step"] > 0 and steps[key]["compile_s"] > 0

@@ -12,6 +12,11 @@ placeholder = config_dict.placeholder
 # as one vmapped program; eval/<split>.json holds the mean over seeds and
 # eval/<split>_seeds.json the spread (docs/SEEDS.md). 1: one run, as always.
 NUM_SEEDS = 1
+# How N > 1 seeds share the program: "vmap" (batched: fastest, seed k equals
+# its one-seed run up to float32 summation order, ~1e-7 per step, which
+# grows over a run like any float noise) | "map" (one after another inside
+# the program: bit-identical to the one-seed runs on CPU, compiled once).
+SEED_MODE = "vmap"
 
 
 def base(stage: str) -> config_dict.ConfigDict:

@@ -59,6 +59,7 @@ def get_config(arg=None):
   # products (EAR) or sigma(z_a) sigma(z_v) (UWAV); threshold 0.5, >=.
   c.best_metric = "val/seg_av"
   c.num_seeds = common.NUM_SEEDS
+  c.seed_mode = common.SEED_MODE
   if arg.uwav:
     uwav.apply(c, c.stage)
   if arg.tiny or arg.small:

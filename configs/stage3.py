@@ -103,6 +103,7 @@ def get_config(arg=None):
   c.checkpoint_every_epochs = 10
   c.best_metric = "val/seg_type"
   c.num_seeds = common.NUM_SEEDS
+  c.seed_mode = common.SEED_MODE
   c.eval = dict(strict=True)  # UWAV `>`; False: HAN-code / VALOR `>=`
   if arg.uwav:
     uwav.apply(c, c.stage)

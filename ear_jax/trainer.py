@@ -131,9 +131,13 @@ def make_epoch_fn(train_step, seed_axes=None):
   """Scans the step over the [steps, B] index array of one epoch:
   (state, data, consts, idx_SxB, mask_SxB) -> (state, per-step metrics).
 
-  seed_axes = (data_axes, consts_axes) (see `SeedAxes`): the scan is vmapped
-  over a leading seed axis of the state, the index arrays ([N, S, B]) and
-  the parts of data/consts whose axis is 0; None (one seed): no vmap.
+  seed_axes = (data_axes, consts_axes[, mode]) (see `SeedAxes`): the epoch
+  runs over a leading seed axis of the state, the index arrays ([N, S, B])
+  and the parts of data/consts whose axis is 0; None (one seed): no seed
+  axis. mode "vmap" (default) batches the seeds into one wider program
+  (fast; float32 sums may be reordered, so seed k matches its one-seed run
+  to ~1e-7 per step); "map" runs them one after another inside the program
+  (lax.map: each seed is the one-seed program, bit-identical to it on CPU).
   """
 
   def run(state, data, consts, idx_SxB, mask_SxB):
@@ -143,9 +147,36 @@ def make_epoch_fn(train_step, seed_axes=None):
 
   if seed_axes is None:
     return jax.jit(run, donate_argnums=0)
-  data_axes, consts_axes = seed_axes
-  return jax.jit(jax.vmap(run, in_axes=(0, data_axes, consts_axes, 0, 0)),
-                 donate_argnums=0)
+  data_axes, consts_axes, *mode = seed_axes
+  if (mode or ["vmap"])[0] == "vmap":
+    return jax.jit(jax.vmap(run, in_axes=(0, data_axes, consts_axes, 0, 0)),
+                   donate_argnums=0)
+
+  def run_map(state, data, consts, idx_NxSxB, mask_NxSxB):
+    """The seeds one after another (lax.map): each is the one-seed program."""
+    is_none = lambda x: x is None  # an axis of None: shared by the seeds
+
+    def split(tree, axes):  # (shared parts, per-seed parts), axes' layout
+      return (jax.tree.map(lambda a, x: None if a == 0 else x, axes, tree,
+                           is_leaf=is_none),
+              jax.tree.map(lambda a, x: x if a == 0 else None, axes, tree,
+                           is_leaf=is_none))
+
+    def join(axes, shared, per_seed):
+      return jax.tree.map(lambda a, sh, k: k if a == 0 else sh, axes, shared,
+                          per_seed, is_leaf=is_none)
+
+    data_sh, data_k = split(data, data_axes)
+    consts_sh, consts_k = split(consts, consts_axes)
+
+    def one(xs):
+      st, d, c, i, m = xs
+      return run(st, join(data_axes, data_sh, d),
+                 join(consts_axes, consts_sh, c), i, m)
+
+    return jax.lax.map(one, (state, data_k, consts_k, idx_NxSxB, mask_NxSxB))
+
+  return jax.jit(run_map, donate_argnums=0)
 
 
 # (graphdef, optimizer config, loss, make_batch, mesh) -> jitted epoch.
@@ -573,7 +604,8 @@ def _fit_seeds(config, seeds, *, make_model, loss_fn, make_batch, train_data,
   consts_axes = {"key": 0, "loss": 0 if seed_axes.loss_args else None}
   epoch_fn = cached_epoch_fn(
       graphdef, tx, _optimizer_key(config.optim, spe, total_epochs), loss_fn,
-      make_batch, mesh, seed_axes=(data_axes, consts_axes))
+      make_batch, mesh, seed_axes=(data_axes, consts_axes,
+                                   config.get("seed_mode", "vmap")))
   eval_every = config.get("eval_every_epochs", 1)
   ckpt_every = config.get("checkpoint_every_epochs", 10)
   base_meta = dict(meta or {}, stage=config.stage, steps_per_epoch=spe,

@@ -31,7 +31,8 @@ MATMUL_PRECISIONS = ("default", "high", "highest", "bfloat16",
                      "tensorfloat32", "float32")
 # Per stage: field -> valid values (checked only where the field exists).
 CHOICES = {
-    "*": {"matmul_precision": MATMUL_PRECISIONS},
+    "*": {"matmul_precision": MATMUL_PRECISIONS,
+          "seed_mode": ("vmap", "map")},
     "generate_pseudo_labels": {"logits": ("dynamic", "static"),
                                "checkpoint": CHECKPOINT_CHOICES},
     "train_parser": {"model.name": tuple(models_lib.PARSERS),

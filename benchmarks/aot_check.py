@@ -4,8 +4,8 @@ r"""Compiles ear-jax's programs for a GPU or TPU ahead of time, on a CPU host.
   pip install "jax[cuda12]==$(python -c 'import jax; print(jax.__version__)')"
   python benchmarks/aot_check.py --target=v5e:2x2 --out=aot_v5e.json
   python benchmarks/aot_check.py --target=h100 --out=aot_h100.json
-  python benchmarks/aot_check.py --target=v5e:4x4 --programs=han_train \
-      --dtypes=float32 --fit_batch        # + the largest batch that fits
+  python benchmarks/aot_check.py --target=h100 --programs=han_train \
+      --dtypes=float32 --host_cost   # flops counted on the host CPU
 
 No accelerator is needed: the target's compiler (libtpu, or the CUDA plugin
 with a GPU description from benchmarks/gpu_targets/) runs on this host and
@@ -30,12 +30,13 @@ compile_s, per-device memory in GB (arguments, temporaries, outputs, the
 total live at once = arguments + outputs + temporaries - donated aliases)
 beside the device's memory, `conditional` ops in the compiled program, and
 XLA's flop and byte counts where the backend gives them (the scanned loop's
-body counted once: per step, or per batch for predictors) with the
-step-time lower bound they imply against the device's published peaks (an
-estimate). A table is printed too. A program whose total exceeds the
-device's memory is not ok. `--fit_batch` also compiles the train programs at
-twice the batch and extrapolates the largest batch (and number of seeds
-sharing one copy of the dataset) that fits.
+body counted once: per step, or per batch for predictors; XLA:GPU without
+a device gives none, `--host_cost` then counts the same program compiled
+for the host CPU) with the step-time lower bound they imply against the
+device's published peaks (an estimate). Train rows also estimate the
+largest batch and number of seeds (vmapped over one copy of the dataset)
+that fit one device. A table is printed too. A program whose total exceeds
+the device's memory is not ok; exit status 1 if any row is not ok.
 """
 # pylint: disable=g-import-not-at-top,invalid-name
 
@@ -126,7 +127,6 @@ def _setup_env():
   # Compile here, never run: keep JAX on the host CPU whatever is installed.
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
-  os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
   for p in (REPO, HERE):
     if p not in sys.path:
       sys.path.insert(0, p)
@@ -154,6 +154,10 @@ def target_devices(target: Target) -> list:
           f"--target={target.name}: no libtpu (the TPU compiler); install it"
           f" with pip install -e \".[aot]\" or pip install"
           f" \"jax[tpu]=={_jax_version()}\".")
+    # Compile-only: no TPU to guard, so several processes (pytest workers,
+    # a benchmark beside them) may load libtpu at once; no metadata server.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
     return list(topologies.get_topology_desc(target.topology, "tpu").devices)
   if (importlib.util.find_spec("jax_cuda12_plugin") is None
       and importlib.util.find_spec("jax_cuda13_plugin") is None):
@@ -323,7 +327,8 @@ def generator_train(variant):
 
 
 # name -> build(size, dtype, mesh, batch=None) -> Program. The multi-seed
-# programs join here as builders of their own.
+# programs join here as builders of their own (train programs also in
+# PROGRAMS_TRAIN: their rows get the batch and seed estimates).
 PROGRAMS = {
     "generator_ear_train": generator_train("ear"),
     "generator_uwav_train": generator_train("uwav"),
@@ -332,6 +337,7 @@ PROGRAMS = {
     "ear_predict": parser_predict("ear"),
     "han_predict": parser_predict("han"),
 }
+PROGRAMS_TRAIN = {name: name.endswith("_train") for name in PROGRAMS}
 
 
 # ---------------------------------------------------------------- compiling
@@ -375,6 +381,20 @@ def cost(compiled) -> dict:
               gb_accessed=ca.get("bytes accessed", 0.0) / 1e9)
 
 
+def host_cost(name: str, dtype: str, size: str, batch=None) -> dict:
+  """XLA's counts of the same program compiled for one host CPU device, for
+  backends that give none (XLA:GPU without a device): the same arithmetic;
+  bytes follow XLA:CPU's fusion, so they are an estimate."""
+  import jax
+  from ear_jax import sharding as sharding_lib
+  try:
+    mesh = sharding_lib.make_mesh(jax.devices("cpu")[:1])
+    prog = PROGRAMS[name](size, dtype, mesh, batch)
+    return cost(prog.fn.trace(*prog.args, **prog.kwargs).lower().compile())
+  except Exception:  # pylint: disable=broad-except
+    return {}
+
+
 def count_conditionals(compiled) -> int:
   text = compiled.as_text() or ""
   return sum(1 for line in text.splitlines() if " conditional(" in line)
@@ -390,7 +410,7 @@ def lower_bound_ms(target: Target, dtype: str, c: dict) -> float | None:
 
 
 def check_program(target: Target, name: str, dtype: str, size: str, mesh,
-                  batch=None) -> dict:
+                  batch=None, host_cost_too: bool = False) -> dict:
   """One row: compile `name`, read memory and cost, check it fits."""
   row = dict(target=target.name, program=name, dtype=dtype, size=size,
              devices=mesh.size, hosts=target.hosts, ok=False, error=None,
@@ -411,9 +431,15 @@ def check_program(target: Target, name: str, dtype: str, size: str, mesh,
     row["trace"] = traceback.format_exc()[-1500:]
     return row
   row.update(memory(compiled))
-  row.update(cost(compiled))
+  counts = cost(compiled)
+  if counts:
+    row["cost_from"] = target.name
+  elif host_cost_too and mesh.size == 1:  # XLA:GPU without a device
+    counts = host_cost(name, dtype, size, batch)
+    row["cost_from"] = "host cpu"
+  row.update(counts)
   row["conditionals"] = count_conditionals(compiled)
-  row["lower_bound_ms"] = lower_bound_ms(target, dtype, cost(compiled))
+  row["lower_bound_ms"] = lower_bound_ms(target, dtype, counts)
   row["data_gb"] = prog.data_bytes / GB
   total = row.get("total_gb")
   if total is not None and total * GB > target.memory_bytes:
@@ -425,27 +451,22 @@ def check_program(target: Target, name: str, dtype: str, size: str, mesh,
   return row
 
 
-def fit_batch(target: Target, row: dict, mesh) -> dict:
-  """Largest batch (and seeds) of a train row that fits, by a linear fit of
-  the per-device total at batch B and 2B (an extrapolation)."""
-  b = row["batch"]
-  twice = check_program(target, row["program"], row["dtype"], row["size"],
-                        mesh, batch=2 * b)
-  if "total_gb" not in twice:
-    return dict(fit_error=twice["error"])
-  per_example = (twice["total_gb"] - row["total_gb"]) / b
-  fixed = row["total_gb"] - per_example * b
+def fits(target: Target, row: dict) -> dict:
+  """The largest batch and number of seeds of a train row that fit one
+  device, extrapolated from this one compile (estimates): the arguments and
+  outputs (dataset, state, optimizer) stay, the temporaries (activations)
+  grow with the batch; seeds vmapped over one replicated dataset each add
+  everything but the dataset."""
   mem = target.memory_bytes / GB
-  out = dict(gb_per_example=per_example, gb_fixed=fixed)
-  if per_example > 0:
-    step = mesh.size
-    out["max_batch"] = int((mem - fixed) / per_example) // step * step
-  # Seeds vmapped over one replicated dataset: each adds everything but the
-  # dataset (state, optimizer, activations); an estimate.
-  data_dev = row["data_gb"]  # replicated: every device holds all of it
-  per_seed = row["total_gb"] - data_dev
+  out = {}
+  fixed = row["total_gb"] - row["temporaries_gb"]
+  if row["temporaries_gb"] > 0:
+    per_example = row["temporaries_gb"] / row["batch"]
+    out["max_batch_est"] = (int((mem - fixed) / per_example)
+                            // row["devices"] * row["devices"])
+  per_seed = row["total_gb"] - row["data_gb"]
   if per_seed > 0:
-    out["max_seeds"] = int((mem - data_dev) / per_seed)
+    out["max_seeds_est"] = int((mem - row["data_gb"]) / per_seed)
   return out
 
 
@@ -473,9 +494,9 @@ def format_table(rows: list[dict]) -> str:
     lines.append(" ".join(cells))
     if r.get("error"):
       lines.append(f"  error: {r['error']}")
-    if r.get("max_batch") is not None or r.get("max_seeds") is not None:
-      lines.append(f"  fits (extrapolated): batch <= {r.get('max_batch')},"
-                   f" seeds <= {r.get('max_seeds')}")
+    if r.get("max_batch_est") is not None:
+      lines.append(f"  fits (estimate): batch <= {r['max_batch_est']},"
+                   f" seeds <= {r.get('max_seeds_est')}")
   return "\n".join(lines)
 
 
@@ -486,8 +507,9 @@ def parse_args(argv=None):
   p.add_argument("--programs", default=",".join(PROGRAMS))
   p.add_argument("--dtypes", default=",".join(DTYPES))
   p.add_argument("--size", default="paper", choices=("paper", "tiny"))
-  p.add_argument("--fit_batch", action="store_true",
-                 help="also extrapolate the largest batch of train programs")
+  p.add_argument("--host_cost", action="store_true",
+                 help="count flops and bytes on the host CPU where the"
+                 " target's compiler gives none (one device)")
   args = p.parse_args(argv)
   for field, value, known in (("--programs", args.programs, PROGRAMS),
                               ("--dtypes", args.dtypes, DTYPES)):
@@ -506,9 +528,10 @@ def run(args) -> dict:
   rows = []
   for name in args.programs.split(","):
     for dtype in args.dtypes.split(","):
-      row = check_program(target, name, dtype, args.size, mesh)
-      if args.fit_batch and row["ok"] and name.endswith("_train"):
-        row.update(fit_batch(target, row, mesh))
+      row = check_program(target, name, dtype, args.size, mesh,
+                          host_cost_too=args.host_cost)
+      if row["ok"] and PROGRAMS_TRAIN.get(name):
+        row.update(fits(target, row))
       rows.append(row)
       print(json.dumps({k: v for k, v in row.items() if k != "trace"}),
             flush=True)

@@ -2,6 +2,7 @@
 (benchmarks/aot_check.py): they compile, and platform choices follow the
 target, so no CPU-only `conditional` is left in them."""
 
+import dataclasses
 import importlib.util
 import os
 import pathlib
@@ -88,3 +89,24 @@ def test_unknown_target_and_missing_compiler_are_named(aot, monkeypatch):
     aot.target_devices(aot.get_target("v5e:2x2"))
   with pytest.raises(aot.AotError, match="no CUDA plugin"):
     aot.target_devices(aot.get_target("h100"))
+
+
+def test_a_program_larger_than_the_device_is_not_ok(aot, v5e_mesh):
+  small = dataclasses.replace(aot.get_target("v5e:2x2"), memory_bytes=1e5)
+  row = aot.check_program(small, "han_predict", "float32", "tiny", v5e_mesh)
+  assert not row["ok"] and row["total_gb"] * 1e9 > 1e5
+  assert "han_predict needs" in row["error"]
+  assert "lower the batch size" in row["error"]
+  table = aot.format_table([row])
+  assert "FAIL" in table and "han_predict needs" in table
+
+
+def test_batch_and_seed_estimates(aot):
+  target = aot.get_target("v5e:2x2")  # 16 GiB = 17.18 GB per chip
+  row = dict(total_gb=5.0, temporaries_gb=2.0, batch=64, devices=4,
+             data_gb=1.0)
+  est = aot.fits(target, row)
+  # (17.18 - 3) / (2 / 64) = 453.9 -> 452, a multiple of the 4 devices.
+  assert est["max_batch_est"] == 452
+  # (17.18 - 1) / 4 = 4.04 seeds.
+  assert est["max_seeds_est"] == 4

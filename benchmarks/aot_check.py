@@ -342,7 +342,7 @@ PROGRAMS_TRAIN = {name: name.endswith("_train") for name in PROGRAMS}
 
 # ---------------------------------------------------------------- compiling
 def compile_program(prog: Program, target: Target):
-  """(compiled, compile seconds, compiler options used) of `prog`."""
+  """(compiled, compile seconds, {compiler options used, why}) of `prog`."""
   t0 = time.perf_counter()
   lowered = prog.fn.trace(*prog.args, **prog.kwargs).lower()
   try:
@@ -350,9 +350,9 @@ def compile_program(prog: Program, target: Target):
   except Exception as e:  # pylint: disable=broad-except
     if target.platform != "cuda" or TILE_ERROR not in str(e):
       raise
-  t0 = time.perf_counter()
+    why = str(e).split("metadata=")[0].strip()[:200]
   compiled = lowered.compile(compiler_options=GPU_TILE_FLAGS)
-  return compiled, time.perf_counter() - t0, dict(GPU_TILE_FLAGS)
+  return compiled, time.perf_counter() - t0, dict(GPU_TILE_FLAGS, why=why)
 
 
 def memory(compiled) -> dict:

@@ -507,6 +507,9 @@ def parse_args(argv=None):
   p.add_argument("--programs", default=",".join(PROGRAMS))
   p.add_argument("--dtypes", default=",".join(DTYPES))
   p.add_argument("--size", default="paper", choices=("paper", "tiny"))
+  p.add_argument("--batch", type=int, default=None,
+                 help="global batch of every program (default: the"
+                 " config's, 64 for training, 256 for the predictors)")
   p.add_argument("--host_cost", action="store_true",
                  help="count flops and bytes on the host CPU where the"
                  " target's compiler gives none (one device)")
@@ -529,7 +532,7 @@ def run(args) -> dict:
   for name in args.programs.split(","):
     for dtype in args.dtypes.split(","):
       row = check_program(target, name, dtype, args.size, mesh,
-                          host_cost_too=args.host_cost)
+                          batch=args.batch, host_cost_too=args.host_cost)
       if row["ok"] and PROGRAMS_TRAIN.get(name):
         row.update(fits(target, row))
       rows.append(row)

@@ -43,6 +43,7 @@ the device's memory is not ok; exit status 1 if any row is not ok.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -341,17 +342,28 @@ PROGRAMS_TRAIN = {name: name.endswith("_train") for name in PROGRAMS}
 
 
 # ---------------------------------------------------------------- compiling
+def _no_cache_writes():
+  """Compile-only executables cannot be loaded back from JAX's persistent
+  compilation cache (no client): keep them out of it."""
+  try:
+    from jax._src import config as jax_config  # pylint: disable=protected-access
+    return jax_config.persistent_cache_min_compile_time_secs(1e12)
+  except (ImportError, AttributeError, TypeError):
+    return contextlib.nullcontext()
+
+
 def compile_program(prog: Program, target: Target):
   """(compiled, compile seconds, {compiler options used, why}) of `prog`."""
   t0 = time.perf_counter()
   lowered = prog.fn.trace(*prog.args, **prog.kwargs).lower()
-  try:
-    return lowered.compile(), time.perf_counter() - t0, {}
-  except Exception as e:  # pylint: disable=broad-except
-    if target.platform != "cuda" or TILE_ERROR not in str(e):
-      raise
-    why = str(e).split("metadata=")[0].strip()[:200]
-  compiled = lowered.compile(compiler_options=GPU_TILE_FLAGS)
+  with _no_cache_writes():
+    try:
+      return lowered.compile(), time.perf_counter() - t0, {}
+    except Exception as e:  # pylint: disable=broad-except
+      if target.platform != "cuda" or TILE_ERROR not in str(e):
+        raise
+      why = str(e).split("metadata=")[0].strip()[:200]
+    compiled = lowered.compile(compiler_options=GPU_TILE_FLAGS)
   return compiled, time.perf_counter() - t0, dict(GPU_TILE_FLAGS, why=why)
 
 

@@ -45,7 +45,7 @@ def v5e_mesh(aot):
   return sharding_lib.make_mesh(aot.target_devices(aot.get_target("v5e:2x2")))
 
 
-def test_dropout_mask_branch_follows_the_lowering_platform(v5e_mesh):
+def test_dropout_mask_branch_follows_the_lowering_platform(aot, v5e_mesh):
   """The materialising cond is CPU's: compiled for CPU it is there, for TPU
   (from the same CPU host) it is not."""
   drop = layers_lib.Dropout(0.3)
@@ -59,10 +59,11 @@ def test_dropout_mask_branch_follows_the_lowering_platform(v5e_mesh):
   cpu = step.trace(jax.ShapeDtypeStruct(shape, jnp.float32), key).lower()
   assert " conditional(" in cpu.compile().as_text()
   repl = jax.sharding.NamedSharding(v5e_mesh, jax.sharding.PartitionSpec())
-  tpu = step.trace(
+  tpu = aot.Program(step, (
       jax.ShapeDtypeStruct(shape, jnp.float32, sharding=repl),
-      jax.ShapeDtypeStruct((), key.dtype, sharding=repl)).lower()
-  assert " conditional(" not in tpu.compile().as_text()
+      jax.ShapeDtypeStruct((), key.dtype, sharding=repl)), {}, 4, 0.0, True)
+  compiled, _, _ = aot.compile_program(tpu, aot.get_target("v5e:2x2"))
+  assert " conditional(" not in compiled.as_text()
 
 
 @pytest.mark.parametrize("program", ["generator_ear_train", "han_train"])

@@ -346,7 +346,8 @@ def _no_cache_writes():
   """Compile-only executables cannot be loaded back from JAX's persistent
   compilation cache (no client): keep them out of it."""
   try:
-    from jax._src import config as jax_config  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    from jax._src import config as jax_config
     return jax_config.persistent_cache_min_compile_time_secs(1e12)
   except (ImportError, AttributeError, TypeError):
     return contextlib.nullcontext()

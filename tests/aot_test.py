@@ -41,7 +41,8 @@ def aot():
 
 @pytest.fixture(scope="module")
 def v5e_mesh(aot):
-  from ear_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from ear_jax import sharding as sharding_lib
   return sharding_lib.make_mesh(aot.target_devices(aot.get_target("v5e:2x2")))
 
 

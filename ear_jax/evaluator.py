@@ -32,6 +32,26 @@ def gather(data: Mapping[str, jax.Array], idx_B: jax.Array,
   return batch
 
 
+def predict_program(graphdef, predict_fn: PredictFn, mesh,
+                    make_batch=gather):
+  """The jitted (weights, data, idx_SxB, mask_SxB, keys) -> {key: [S, B,
+  ...]} that a Predictor runs: a scan of `predict_fn` over index batches
+  (also compiled ahead of time by benchmarks/aot_check.py)."""
+
+  def run(weights, data, idx_SxB, mask_SxB, keys):
+    model = nnx.merge(graphdef, weights["params"], weights["model_state"])
+
+    def body(carry, xs):
+      batch = sharding_lib.constrain_batch(make_batch(data, *xs), mesh)
+      out = predict_fn(model, batch)
+      return carry, {k: out[k] for k in (keys or out)}
+
+    _, out = jax.lax.scan(body, None, (idx_SxB, mask_SxB))
+    return out
+
+  return jax.jit(run, static_argnames="keys")
+
+
 class Predictor:
   """predict_fn over every example of `data` in fixed-size padded batches."""
 
@@ -43,20 +63,7 @@ class Predictor:
     self.num = len(next(iter(data.values())))
     self.idx, self.mask = pipeline.eval_batches(self.num, batch_size)
     self.data = sharding_lib.put_replicated(dict(data), self.mesh)
-    mesh_ = self.mesh
-
-    def run(weights, data_, idx_SxB, mask_SxB, keys):
-      model = nnx.merge(graphdef, weights["params"], weights["model_state"])
-
-      def body(carry, xs):
-        batch = sharding_lib.constrain_batch(make_batch(data_, *xs), mesh_)
-        out = predict_fn(model, batch)
-        return carry, {k: out[k] for k in (keys or out)}
-
-      _, out = jax.lax.scan(body, None, (idx_SxB, mask_SxB))
-      return out
-
-    self._run = jax.jit(run, static_argnames="keys")
+    self._run = predict_program(graphdef, predict_fn, self.mesh, make_batch)
 
   def __call__(self, weights: dict,
                keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:

@@ -107,8 +107,12 @@ class Dropout(nnx.Dropout):
   least cpu_prng.MIN_UNROLLED numbers take this path (smaller ones keep
   JAX's rolled hash loop, which is never fused). Same key use and
   the same `bernoulli` draw as nnx.Dropout, so masks, losses and trained
-  weights are bit-identical (tests/layers_test.py). Other backends use
-  nnx.Dropout unchanged.
+  weights are bit-identical (tests/layers_test.py).
+
+  The CPU path is chosen when the program is lowered, for the platform it
+  is lowered for (`lax.platform_dependent`), not by the host's default
+  backend: a program compiled ahead of time on a CPU host for a GPU or TPU
+  is nnx.Dropout's plain mask, without a `conditional` (tests/aot_test.py).
   """
 
   def __call__(self, inputs, *, deterministic: bool | None = None,
@@ -121,8 +125,7 @@ class Dropout(nnx.Dropout):
     # Small draws keep JAX's rolled threefry loop on CPU, which XLA never
     # fuses into consumers: for them the cond would only add a branch.
     if (self.rate == 0.0 or self.rate == 1.0 or deterministic is None
-        or deterministic or jax.default_backend() != "cpu"
-        or math.prod(shape) < cpu_prng.MIN_UNROLLED):
+        or deterministic or math.prod(shape) < cpu_prng.MIN_UNROLLED):
       return super().__call__(inputs, deterministic=deterministic, rngs=rngs)
     rngs = self.rngs if rngs is None else rngs
     if isinstance(rngs, nnx.Rngs):
@@ -136,16 +139,25 @@ class Dropout(nnx.Dropout):
           "Dropout: deterministic=False needs rngs (nnx.Rngs, an RngStream"
           f" or a key); got {type(rngs).__name__}.")
     keep_prob = 1.0 - self.rate
-    bits = (jax.random.key_data(key)
-            if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key)
-    always = (bits.reshape(-1)[0].astype(jnp.uint32) | jnp.uint32(1)) != 0
-    mask = jax.lax.cond(
-        always,
-        lambda: jax.random.bernoulli(key, p=keep_prob, shape=shape),
-        lambda: jnp.zeros(shape, bool),
-    )
-    mask = jnp.broadcast_to(mask, inputs.shape)
-    return jax.lax.select(mask, inputs / keep_prob, jnp.zeros_like(inputs))
+
+    def plain(key, inputs):  # nnx.Dropout itself: the mask fused
+      return super(Dropout, self).__call__(inputs, deterministic=False,
+                                           rngs=key)
+
+    def materialised(key, inputs):  # CPU: the mask computed once
+      bits = (jax.random.key_data(key)
+              if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key)
+      always = (bits.reshape(-1)[0].astype(jnp.uint32) | jnp.uint32(1)) != 0
+      mask = jax.lax.cond(
+          always,
+          lambda: jax.random.bernoulli(key, p=keep_prob, shape=shape),
+          lambda: jnp.zeros(shape, bool),
+      )
+      mask = jnp.broadcast_to(mask, inputs.shape)
+      return jax.lax.select(mask, inputs / keep_prob, jnp.zeros_like(inputs))
+
+    return jax.lax.platform_dependent(key, inputs, cpu=materialised,
+                                      default=plain)
 
 
 def check_rngs(deterministic: bool, rngs: Any, rate: float, where: str):

@@ -186,6 +186,7 @@ class Program:
   batch: int
   data_bytes: float  # global bytes of the device-resident dataset
   train: bool
+  num_seeds: int = 1  # seeds trained together (config.num_seeds)
 
 
 def _sds(shape, dtype, sharding):
@@ -206,8 +207,11 @@ def _nbytes(tree) -> float:
 
 
 def _train_program(config, make_model, loss_fn, loss_args, make_batch,
-                   data_shapes: dict, num_train: int, mesh) -> Program:
-  """trainer.fit's epoch program at `config.batch_size`, abstract."""
+                   data_shapes: dict, num_train: int, mesh,
+                   num_seeds: int = 1) -> Program:
+  """trainer.fit's epoch program at `config.batch_size`, abstract; with
+  num_seeds > 1 the N-seed program of config.num_seeds (seed_mode vmap:
+  stacked state, keys and batch order, the dataset and loss_args shared)."""
   import jax
   import jax.numpy as jnp
   from ear_jax import sharding as sharding_lib
@@ -226,14 +230,21 @@ def _train_program(config, make_model, loss_fn, loss_args, make_batch,
       jax.random.key(0), loss_args)), repl)
   idx = _sds((spe, batch), jnp.int32, repl)
   mask = _sds((spe, batch), jnp.float32, repl)
+  seed_axes = None
+  if num_seeds > 1:
+    stack = lambda x: _sds((num_seeds,) + tuple(x.shape), x.dtype, repl)
+    state = jax.tree.map(stack, state)
+    consts = dict(consts, key=stack(consts["key"]))
+    idx, mask = stack(idx), stack(mask)
+    seed_axes = ({k: None for k in data}, {"key": 0, "loss": None}, "vmap")
   epoch_fn = trainer_lib.make_epoch_fn(trainer_lib.make_train_step(
-      graphdef, tx, loss_fn, make_batch, mesh))
+      graphdef, tx, loss_fn, make_batch, mesh), seed_axes)
   return Program(epoch_fn, (state, data, consts, idx, mask), {}, batch,
-                 _nbytes(data), True)
+                 _nbytes(data), True, num_seeds)
 
 
 def _stage3_config(name, size, dtype, batch):
-  from configs import stage3
+  from ear_jax.configs import stage3
   config = stage3.get_config("tiny" if size == "tiny" else None)
   config.model.name = name
   config.model.dtype = dtype
@@ -255,7 +266,7 @@ def _stage3_shapes(config, n, train: bool) -> dict:
   return shapes
 
 
-def parser_train(name):
+def parser_train(name, num_seeds=1):
   def build(size, dtype, mesh, batch=None):
     import numpy as np
     from ear_jax import evaluator as evaluator_lib
@@ -268,7 +279,7 @@ def parser_train(name):
         parser_lib.make_loss_fn(config), parser_lib.loss_args(z, z, z, z),
         evaluator_lib.gather,
         _stage3_shapes(config, sizes["llp_train"], True),
-        sizes["llp_train"], mesh)
+        sizes["llp_train"], mesh, num_seeds)
   return build
 
 
@@ -300,10 +311,10 @@ def parser_predict(name):
   return build
 
 
-def generator_train(variant):
+def generator_train(variant, num_seeds=1):
   def build(size, dtype, mesh, batch=None):
     import numpy as np
-    from configs import stage1
+    from ear_jax.configs import stage1
     from ear_jax import generator_lib
     sizes = TINY if size == "tiny" else PAPER
     config = stage1.get_config("tiny" if size == "tiny" else None)
@@ -323,13 +334,13 @@ def generator_train(variant):
     return _train_program(
         config, generator_lib.model_factory(config),
         generator_lib.make_loss_fn(config), text, generator_lib.make_batch,
-        shapes, n, mesh)
+        shapes, n, mesh, num_seeds)
   return build
 
 
-# name -> build(size, dtype, mesh, batch=None) -> Program. The multi-seed
-# programs join here as builders of their own (train programs also in
-# PROGRAMS_TRAIN: their rows get the batch and seed estimates).
+# name -> build(size, dtype, mesh, batch=None) -> Program (train programs
+# also in PROGRAMS_TRAIN: their rows get the batch and seed estimates). The
+# *_seeds4_train programs are config.num_seeds=4 epochs (seed_mode vmap).
 PROGRAMS = {
     "generator_ear_train": generator_train("ear"),
     "generator_uwav_train": generator_train("uwav"),
@@ -337,6 +348,9 @@ PROGRAMS = {
     "han_train": parser_train("han"),
     "ear_predict": parser_predict("ear"),
     "han_predict": parser_predict("han"),
+    "generator_ear_seeds4_train": generator_train("ear", num_seeds=4),
+    "ear_seeds4_train": parser_train("ear", num_seeds=4),
+    "han_seeds4_train": parser_train("han", num_seeds=4),
 }
 PROGRAMS_TRAIN = {name: name.endswith("_train") for name in PROGRAMS}
 
@@ -431,6 +445,7 @@ def check_program(target: Target, name: str, dtype: str, size: str, mesh,
   try:
     prog = PROGRAMS[name](size, dtype, mesh, batch)
     row["batch"] = prog.batch
+    row["num_seeds"] = prog.num_seeds
     compiled, row["compile_s"], opts = compile_program(prog, target)
     if opts:
       row["compiler_options"] = opts
@@ -477,7 +492,7 @@ def fits(target: Target, row: dict) -> dict:
     per_example = row["temporaries_gb"] / row["batch"]
     out["max_batch_est"] = (int((mem - fixed) / per_example)
                             // row["devices"] * row["devices"])
-  per_seed = row["total_gb"] - row["data_gb"]
+  per_seed = (row["total_gb"] - row["data_gb"]) / row.get("num_seeds", 1)
   if per_seed > 0:
     out["max_seeds_est"] = int((mem - row["data_gb"]) / per_seed)
   return out

@@ -67,7 +67,8 @@ def test_dropout_mask_branch_follows_the_lowering_platform(aot, v5e_mesh):
   assert " conditional(" not in compiled.as_text()
 
 
-@pytest.mark.parametrize("program", ["generator_ear_train", "han_train"])
+@pytest.mark.parametrize("program", ["generator_ear_train", "han_train",
+                                     "han_seeds4_train"])
 def test_tiny_train_epoch_compiles_for_v5e_without_conditionals(
     aot, v5e_mesh, program, monkeypatch):
   # Every dropout draw of the :tiny models takes the dispatching path (at
@@ -77,6 +78,7 @@ def test_tiny_train_epoch_compiles_for_v5e_without_conditionals(
   row = aot.check_program(target, program, "float32", "tiny", v5e_mesh)
   assert row["ok"], row["error"]
   assert row["devices"] == 4 and row["batch"] == 8
+  assert row["num_seeds"] == (4 if "seeds4" in program else 1)
   assert row["conditionals"] == 0
   # Per-device memory and XLA's counts come back and add up.
   assert 0 < row["arguments_gb"] <= row["total_gb"] < row["device_memory_gb"]

@@ -343,6 +343,27 @@ def write_config(workdir: str, config) -> None:
   workdir_lib.write_config(config)
 
 
+def _optimizer_for(config, num_train: int, mesh):
+  """(mesh, steps per epoch, tx, lr_fn) of a fit: the default mesh, the
+  batch checked against it, the optimizer and its schedule."""
+  mesh = mesh if mesh is not None else sharding_lib.make_mesh()
+  sharding_lib.check_batch_size(config.batch_size, mesh=mesh)
+  spe = pipeline.steps_per_epoch(num_train, config.batch_size)
+  tx, lr_fn = make_optimizer(config.optim, spe, config.total_epochs)
+  return mesh, spe, tx, lr_fn
+
+
+def _open_run(config, make_model, tx):
+  """(writer, checkpointer, graphdef, abstract TrainState) of a fit, after
+  recording config.json."""
+  writer = writer_lib.MetricWriter(
+      config.workdir, tensorboard=config.get("tensorboard", False))
+  write_config(config.workdir, config)
+  ckpt = ckpt_lib.Checkpointer(config.workdir)
+  graphdef, abstract = ts_lib.abstract_train_state(make_model, tx)
+  return writer, ckpt, graphdef, abstract
+
+
 def fit(
     config,
     *,
@@ -380,23 +401,15 @@ def fit(
         make_batch=make_batch, train_data=train_data, num_train=num_train,
         evaluate=evaluate, best_metric=best_metric, meta=meta, mesh=mesh,
         loss_args=loss_args, seed_axes=seed_axes or SeedAxes())
-  workdir = config.workdir
-  mesh = mesh if mesh is not None else sharding_lib.make_mesh()
+  mesh, spe, tx, lr_fn = _optimizer_for(config, num_train, mesh)
   repl = sharding_lib.replicated(mesh)
   batch_size = config.batch_size
-  sharding_lib.check_batch_size(batch_size, mesh=mesh)
   total_epochs = config.total_epochs
-  spe = pipeline.steps_per_epoch(num_train, batch_size)
-  tx, lr_fn = make_optimizer(config.optim, spe, total_epochs)
   root = jax.random.key(config.seed)
   init_key, train_key = jax.random.split(root)
   del init_key  # Models are built from config.seed through nnx.Rngs.
 
-  writer = writer_lib.MetricWriter(
-      workdir, tensorboard=config.get("tensorboard", False))
-  write_config(workdir, config)
-  ckpt = ckpt_lib.Checkpointer(workdir)
-  graphdef, abstract = ts_lib.abstract_train_state(make_model, tx)
+  writer, ckpt, graphdef, abstract = _open_run(config, make_model, tx)
   abstract = ckpt_lib.abstract_with_sharding(abstract, repl)
   n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params))
   logging.info("%s: %.2fM parameters, %d devices (%d processes), %d steps"
@@ -527,15 +540,11 @@ def _fit_seeds(config, seeds, *, make_model, loss_fn, make_batch, train_data,
   what fit() with config.seed + k computes. Model selection is per seed;
   best/ keeps the N selected models stacked (a slot whose seed never
   improved is unused: that seed's selection is its last weights)."""
-  workdir = config.workdir
   n = len(seeds)
-  mesh = mesh if mesh is not None else sharding_lib.make_mesh()
+  mesh, spe, tx, lr_fn = _optimizer_for(config, num_train, mesh)
   repl = sharding_lib.replicated(mesh)
   batch_size = config.batch_size
-  sharding_lib.check_batch_size(batch_size, mesh=mesh)
   total_epochs = config.total_epochs
-  spe = pipeline.steps_per_epoch(num_train, batch_size)
-  tx, lr_fn = make_optimizer(config.optim, spe, total_epochs)
   missing = sorted(set(seed_axes.data_keys) - set(train_data))
   if missing:
     raise KeyError(f"seed_axes.data_keys {missing} are not in train_data"
@@ -550,11 +559,7 @@ def _fit_seeds(config, seeds, *, make_model, loss_fn, make_batch, train_data,
         raise ValueError(f"loss_args leaf of shape {np.shape(x)}: with"
                          f" seed_axes.loss_args every leaf is [{n}, ...].")
 
-  writer = writer_lib.MetricWriter(
-      workdir, tensorboard=config.get("tensorboard", False))
-  write_config(workdir, config)
-  ckpt = ckpt_lib.Checkpointer(workdir)
-  graphdef, abstract = ts_lib.abstract_train_state(make_model, tx)
+  writer, ckpt, graphdef, abstract = _open_run(config, make_model, tx)
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct((n,) + x.shape, x.dtype, sharding=repl),
       abstract)

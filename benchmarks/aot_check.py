@@ -23,6 +23,8 @@ TPUs, the configs' default) and bfloat16 (model.dtype):
   generator_uwav_train  the same with the UWAV computation (Table IV "UWAV")
   ear_train, han_train  stage-3 epoch, LLP train set (10,000 x T 10)
   ear_predict, han_predict  the stage-3 predictor over LLP test (1,200)
+  *_seeds4_train        the generator, EAR and HAN epochs with
+                        config.num_seeds=4 (one vmapped program)
 `--size=tiny` compiles the :tiny configs on small sets instead.
 
 J = {"rows": [...]}: per program target, program, dtype, ok, error,

@@ -315,17 +315,25 @@ def _nonfinite_check(losses: np.ndarray, first_step: int) -> None:
 
 
 def _log_rows(writer, metrics: dict, first_step: int, every: int, lr_fn):
-  """Averages per-step metrics over windows ending at multiples of `every`."""
-  n = len(next(iter(metrics.values())))
+  """Averages per-step metrics over windows ending at multiples of `every`.
+
+  Metrics of an N-seed fit are [N, steps]: the usual keys hold the mean
+  over seeds and steps, `seed_<k>/train/loss` each seed's loss.
+  """
+  loss = np.asarray(metrics["loss"])
+  n = loss.shape[-1]
   start = 0
   for end in range(1, n + 1):
     step = first_step + end
     if step % every and end != n:
       continue
     row = {f"train/{k.removeprefix('loss/')}" if k.startswith("loss/")
-           else f"train/{k}": float(np.mean(v[start:end]))
+           else f"train/{k}": float(np.mean(np.asarray(v)[..., start:end]))
            for k, v in metrics.items()}
     row["train/lr"] = float(lr_fn(step - 1))
+    if loss.ndim == 2:
+      for k, value in enumerate(np.mean(loss[:, start:end], axis=1)):
+        row[f"seed_{k}/train/loss"] = float(value)
     writer.write(step, row)
     start = end
 
@@ -500,26 +508,6 @@ def _nonfinite_check_seeds(losses_NxS: np.ndarray, first_step: int,
       raise FloatingPointError(f"seed {seed} (k={k}): {e}") from None
 
 
-def _log_rows_seeds(writer, metrics: dict, first_step: int, every: int,
-                    lr_fn):
-  """_log_rows of [N, steps] metrics: the usual keys hold the mean over
-  seeds, `seed_<k>/train/loss` each seed's loss."""
-  n = metrics["loss"].shape[1]
-  start = 0
-  for end in range(1, n + 1):
-    step = first_step + end
-    if step % every and end != n:
-      continue
-    row = {f"train/{k.removeprefix('loss/')}" if k.startswith("loss/")
-           else f"train/{k}": float(np.mean(v[:, start:end]))
-           for k, v in metrics.items()}
-    row["train/lr"] = float(lr_fn(step - 1))
-    for k, loss in enumerate(np.mean(metrics["loss"][:, start:end], axis=1)):
-      row[f"seed_{k}/train/loss"] = float(loss)
-    writer.write(step, row)
-    start = end
-
-
 def _evaluate_seeds(evaluate, weights_N, num_seeds: int) -> tuple[dict, list]:
   """(row, per-seed results): `evaluate` on each seed's slice of the
   stacked weights; the row holds the mean of each key over seeds and
@@ -630,8 +618,7 @@ def _fit_seeds(config, seeds, *, make_model, loss_fn, make_batch, train_data,
     state, metrics = epoch_fn(state, data_dev, consts, idx, mask)
     metrics = jax.device_get(metrics)
     _nonfinite_check_seeds(np.asarray(metrics["loss"]), first_step, seeds)
-    _log_rows_seeds(writer, metrics, first_step, config.log_every_steps,
-                    lr_fn)
+    _log_rows(writer, metrics, first_step, config.log_every_steps, lr_fn)
     step = first_step + idx.shape[1]
     postfix = {"loss": f"{float(np.mean(metrics['loss'])):.4f}"}
     last = epoch + 1 == total_epochs

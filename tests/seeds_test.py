@@ -26,24 +26,14 @@ from ear_jax.stages import generate_pseudo_labels
 from ear_jax.stages import pretrain_generator
 from ear_jax.stages import train_parser
 import stage3_test
+import trainer_test
 
 
 # Seed k of an N-seed fit vs the single-seed fit (see the first test).
 RTOL, ATOL = 1e-5, 1e-7
 
 
-class Toy(nnx.Module):
-
-  def __init__(self, rngs):
-    self.l1 = nnx.Linear(3, 8, rngs=rngs)
-    self.bn = nnx.BatchNorm(8, rngs=rngs)
-    self.drop = nnx.Dropout(0.2)
-    self.l2 = nnx.Linear(8, 1, rngs=rngs)
-
-  def __call__(self, x, *, deterministic, rngs=None):
-    h = self.bn(nnx.relu(self.l1(x)), use_running_average=deterministic)
-    h = self.drop(h, deterministic=deterministic, rngs=rngs)
-    return self.l2(h)[..., 0]
+Toy = trainer_test.Toy  # Linear, BatchNorm, Dropout, Linear
 
 
 def _make_model(seed=None):

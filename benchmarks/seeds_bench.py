@@ -29,11 +29,12 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-
-from ear_jax.configs import demo as demo_config  # pylint: disable=wrong-import-position
-from ear_jax import jsonio  # pylint: disable=wrong-import-position
-from ear_jax import stages as stages_lib  # pylint: disable=wrong-import-position
-from ear_jax.stages import demo  # pylint: disable=wrong-import-position
+# pylint: disable=wrong-import-position
+from ear_jax import jsonio
+from ear_jax import stages as stages_lib
+from ear_jax.configs import demo as demo_config
+from ear_jax.stages import demo
+# pylint: enable=wrong-import-position
 
 _COMPILE = re.compile(r"Finished (?:XLA compilation|tracing) of .*? in"
                       r" ([0-9.]+) sec")

@@ -9,13 +9,14 @@ from ear_jax import config_lib
 parse_arg = config_lib.parse_arg
 placeholder = config_dict.placeholder
 # Training stages (1 and 3): seeds config.seed + k, k < num_seeds, trained
-# as one vmapped program; eval/<split>.json holds the mean over seeds and
+# as one program (SEED_MODE); eval/<split>.json holds the mean over seeds and
 # eval/<split>_seeds.json the spread (docs/SEEDS.md). 1: one run, as always.
 NUM_SEEDS = 1
 # How N > 1 seeds share the program: "vmap" (batched: fastest, seed k equals
 # its one-seed run up to float32 summation order, ~1e-7 per step, which
 # grows over a run like any float noise) | "map" (one after another inside
-# the program: bit-identical to the one-seed runs on CPU, compiled once).
+# the program, compiled once: bit-identical to the one-seed runs on CPU,
+# tests/seeds_test.py).
 SEED_MODE = "vmap"
 
 

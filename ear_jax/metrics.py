@@ -344,12 +344,17 @@ def write_eval_json(path, scores: Mapping[str, Any],
 def eval_row(scores: Mapping[str, Any],
              extra: Mapping[str, Any] | None = None) -> dict:
   """The eval/<split>.json object: the ten aggregates, avg and `extra`."""
-  row = with_avg(scores)
+  return _with_extra(with_avg(scores), extra, "metric values")
+
+
+def _with_extra(row: dict, extra: Mapping[str, Any] | None, what: str
+                ) -> dict:
+  """row updated with `extra`, refusing keys that would overwrite `what`."""
   extra = dict(extra or {})
   clash = sorted(set(extra) & set(row))
   if clash:
-    raise ValueError(f"extra keys {clash} would overwrite metric values;"
-                     " rename them.")
+    raise ValueError(f"extra keys {clash} would overwrite {what}; rename"
+                     " them.")
   row.update(extra)
   return row
 
@@ -373,13 +378,7 @@ def seeds_row(per_seed_scores: Sequence[Mapping[str, Any]], seeds,
   per_seed = {k: [r[k] for r in rows] for k in (keys or SEED_KEYS)}
   out = dict(seeds=[int(s) for s in seeds], n=len(rows), per_seed=per_seed,
              **stats_lib.summarize(per_seed))
-  extra = dict(extra or {})
-  clash = sorted(set(extra) & set(out))
-  if clash:
-    raise ValueError(f"extra keys {clash} would overwrite the seed summary;"
-                     " rename them.")
-  out.update(extra)
-  return out
+  return _with_extra(out, extra, "the seed summary")
 
 
 def write_seed_eval_json(eval_dir, split: str,
@@ -509,5 +508,5 @@ def _format_spread_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
     seg = " ".join(f"{x:>{c}}" for x in row[:5])
     evt = " ".join(f"{x:>{c}}" for x in row[5:10])
     lines.append(f"{name:<{w}} | {seg} | {evt} | {row[10]:>{c}}")
-  lines.append(f"(mean ± sample std over seeds; n = number of seeds)")
+  lines.append("(mean ± sample std over seeds; n = number of seeds)")
   return "\n".join(lines)

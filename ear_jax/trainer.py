@@ -372,6 +372,14 @@ def _open_run(config, make_model, tx):
   return writer, ckpt, graphdef, abstract
 
 
+def _progress(config, start_epoch: int, total_epochs: int):
+  """The epochs still to run, as a tqdm bar on process 0 (config.progress)."""
+  return tqdm.tqdm(range(start_epoch, total_epochs), desc=config.stage,
+                   initial=start_epoch, total=total_epochs,
+                   disable=not config.get("progress", True)
+                   or jax.process_index() != 0)
+
+
 def fit(
     config,
     *,
@@ -451,10 +459,7 @@ def fit(
   base_meta = dict(meta or {}, stage=config.stage,
                    steps_per_epoch=spe, total_epochs=total_epochs)
 
-  bar = tqdm.tqdm(range(start_epoch, total_epochs), desc=config.stage,
-                  initial=start_epoch, total=total_epochs,
-                  disable=not config.get("progress", True)
-                  or jax.process_index() != 0)
+  bar = _progress(config, start_epoch, total_epochs)
   t0 = time.perf_counter()
   for epoch in bar:
     first_step = int(state.step)
@@ -604,10 +609,7 @@ def _fit_seeds(config, seeds, *, make_model, loss_fn, make_batch, train_data,
   base_meta = dict(meta or {}, stage=config.stage, steps_per_epoch=spe,
                    total_epochs=total_epochs, num_seeds=n, seeds=seeds)
 
-  bar = tqdm.tqdm(range(start_epoch, total_epochs), desc=config.stage,
-                  initial=start_epoch, total=total_epochs,
-                  disable=not config.get("progress", True)
-                  or jax.process_index() != 0)
+  bar = _progress(config, start_epoch, total_epochs)
   t0 = time.perf_counter()
   for epoch in bar:
     first_step = int(state.step[0])

@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ear_jax.configs import common
 from ear_jax.configs import stage1 as stage1_config
 from ear_jax.configs import stage2 as stage2_config
 from ear_jax import checkpoint as ckpt_lib
@@ -61,16 +60,10 @@ def _score(weights):
 
 
 def _config(workdir, seed=3, num_seeds=1, epochs=4):
-  c = common.base("toy")
-  c.workdir = str(workdir)
+  # pylint: disable-next=protected-access
+  c = trainer_test._config(str(workdir), epochs)
   c.seed = seed
   c.num_seeds = num_seeds
-  c.batch_size = 8
-  c.total_epochs = epochs
-  c.optim = common.optim(lr=1e-2, min_lr=1e-3, warmup_epochs=1)
-  c.checkpoint_every_epochs = 1
-  c.log_every_steps = 2
-  c.progress = False
   return c
 
 
